@@ -1,0 +1,93 @@
+package metakraftwerk
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Field names shared by schemas, responses, storage and tests.
+const (
+	fieldBaseURL        = "base_url"
+	fieldCACert         = "ca_cert"
+	fieldRequestTimeout = "request_timeout"
+	fieldMaxRetries     = "max_retries"
+	fieldExpiryLeeway   = "expiry_leeway"
+
+	fieldName              = "name"
+	fieldEmail             = "email"
+	fieldPassword          = "password"
+	fieldPasswordSet       = "password_set"
+	fieldTTL               = "ttl"
+	fieldMaxTTL            = "max_ttl"
+	fieldDescription       = "description"
+	fieldProjects          = "projects"
+	fieldVerify            = "verify"
+	fieldReuseTokens       = "reuse_tokens"
+	fieldReuseMinRemaining = "reuse_min_remaining"
+
+	fieldAccessToken = "access_token"
+	fieldTokenType   = "token_type"
+	fieldExpiresAt   = "expires_at"
+	fieldUserID      = "user_id"
+	fieldRole        = "role"
+	fieldTokenID     = "token_id"
+)
+
+// maxRoleNameLen bounds role names (they become storage keys and lease paths).
+const maxRoleNameLen = 128
+
+// roleNameRe is Vault's generic name rule: letters, digits, '-', '_' and '.',
+// not starting or ending with a separator.
+var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
+
+// namePattern captures any role name so that a bad one gets a 400 naming
+// the field instead of Vault's generic "unsupported path".
+const namePattern = `(?P<name>.+)`
+
+// validateRoleName returns a user-facing problem with name, or "".
+func validateRoleName(name string) string {
+	switch {
+	case len(name) > maxRoleNameLen:
+		return fmt.Sprintf("%s: must be at most %d characters, got %d", fieldName, maxRoleNameLen, len(name))
+	case !roleNameRe.MatchString(name):
+		return fmt.Sprintf("%s: %q is not a valid role name; use letters, digits, '-', '_' and '.', starting and ending with a letter or digit", fieldName, name)
+	}
+	return ""
+}
+
+// problems collects every validation failure of one request so that the
+// caller sees them all at once.
+type problems []string
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, field+": "+fmt.Sprintf(format, args...))
+}
+
+// response returns the 400 for the collected problems, or nil when there are none.
+func (p problems) response() *logical.Response {
+	if len(p) == 0 {
+		return nil
+	}
+	return logical.ErrorResponse("invalid request: " + strings.Join(p, "; "))
+}
+
+// unknownFields reports fields sent that the path does not define. Vault
+// itself only warns about them; for config and roles a misspelt field would
+// silently keep an old value, so the engine rejects the request.
+func unknownFields(d *framework.FieldData, p *problems) {
+	var unknown []string
+	for k := range d.Raw {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		p.add(k, "unknown field")
+	}
+}

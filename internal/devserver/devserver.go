@@ -1,0 +1,687 @@
+// Package devserver is a stand-in MetaKraftwerk server for demos, tests and
+// benchmarks. It speaks the documented protocol faithfully: password login at
+// POST /authentication returning an HS256 JWT (header typ "access", claims
+// sub, iat, exp, jti, aud, iss), Feathers-style error bodies, and the project
+// list at GET /api/v1/projects that verifies its own tokens.
+//
+// It adds fault knobs (latency, 5xx, 429 with Retry-After, malformed answers,
+// redirects, hangs) and login statistics, reachable in-process and over HTTP
+// under the separate /_devserver/ prefix.
+package devserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Defaults of the stand-in, matching MetaKraftwerk's documentation and
+// FeathersJS's defaults.
+const (
+	DefaultTokenLifetime = 20 * time.Hour
+	Issuer               = "feathers"
+	Audience             = "https://yourdomain.com"
+	// ControlPrefix is where the test-only control API lives.
+	ControlPrefix = "/_devserver/"
+
+	maxRequestBody = 64 << 10
+	firstProjectID = 400
+)
+
+// User is one MetaKraftwerk account of the stand-in.
+type User struct {
+	ID       int      `json:"id"`
+	Email    string   `json:"email"`
+	Password string   `json:"password"`
+	Projects []string `json:"projects"`
+}
+
+// Config configures a Server.
+type Config struct {
+	Users []User
+	// TokenLifetime is the exp − iat of issued tokens (default 20h).
+	TokenLifetime time.Duration
+	// SigningKey signs tokens (HS256); random when empty.
+	SigningKey []byte
+	// Logger receives one line per request, without secrets; nil discards.
+	Logger *log.Logger
+	// Now is the server's clock (default time.Now).
+	Now func() time.Time
+}
+
+// Mode makes successful logins answer in a broken way.
+type Mode string
+
+// Login answer modes.
+const (
+	ModeNormal   Mode = ""
+	ModeGarbage  Mode = "garbage"  // 201 with a non-JSON body
+	ModeNoToken  Mode = "no-token" // 201 JSON without accessToken
+	ModeNotJWT   Mode = "not-jwt"  // accessToken is not a JWT
+	ModeExpired  Mode = "expired"  // JWT whose exp is an hour ago
+	ModeNoExp    Mode = "no-exp"   // JWT without exp
+	ModeHuge     Mode = "huge"     // 201 with a 10 MiB body
+	ModeRedirect Mode = "redirect" // 307 to RedirectTo
+	ModeHang     Mode = "hang"     // accept, then never answer
+)
+
+// Duration is a time.Duration that reads "50ms" or a number of milliseconds from JSON.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		*d = Duration(v)
+		return err
+	}
+	var ms float64
+	if err := json.Unmarshal(b, &ms); err != nil {
+		return fmt.Errorf("duration must be a string like \"50ms\" or milliseconds: %w", err)
+	}
+	*d = Duration(time.Duration(ms * float64(time.Millisecond)))
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Faults are the knobs that make the stand-in misbehave. They apply to
+// logins only, except Latency which applies to every API request.
+type Faults struct {
+	// Latency is added before answering each login and API request.
+	Latency Duration `json:"latency"`
+	// FailRate is the fraction (0..1) of logins answered with FailStatus.
+	FailRate float64 `json:"fail_rate"`
+	// FailNext answers the next N logins with FailStatus.
+	FailNext int `json:"fail_next"`
+	// FailStatus is the status used by FailRate and FailNext (default 503).
+	FailStatus int `json:"fail_status"`
+	// RateLimitNext answers the next N logins with 429 and Retry-After.
+	RateLimitNext int `json:"rate_limit_next"`
+	// RetryAfter is the Retry-After value in seconds sent with 429 and 503 (default 1).
+	RetryAfter int `json:"retry_after"`
+	// Mode breaks successful logins in one of the documented ways.
+	Mode Mode `json:"mode"`
+	// RedirectTo is the base URL that ModeRedirect points at.
+	RedirectTo string `json:"redirect_to"`
+	// TokenLifetime, when set, overrides the configured lifetime.
+	TokenLifetime Duration `json:"token_lifetime"`
+}
+
+// Stats counts what the stand-in has served.
+type Stats struct {
+	// LoginRequests counts every POST /authentication.
+	LoginRequests int64 `json:"login_requests"`
+	// Logins counts successful logins (tokens issued).
+	Logins int64 `json:"logins"`
+	// LoginsByUser counts successful logins per email.
+	LoginsByUser map[string]int64 `json:"logins_by_user"`
+	// FailedLogins counts logins rejected for bad credentials or input.
+	FailedLogins int64 `json:"failed_logins"`
+	// FaultsServed counts answers shaped by a fault knob.
+	FaultsServed int64 `json:"faults_served"`
+	// APIRequests counts /api/v1 requests.
+	APIRequests int64 `json:"api_requests"`
+}
+
+// Server is the stand-in. It is safe for concurrent use.
+type Server struct {
+	users    map[string]User // by email
+	byID     map[string]User // by id as string
+	projects []project
+	key      []byte
+	lifetime time.Duration
+	logger   *log.Logger
+	now      func() time.Time
+
+	mu     sync.Mutex
+	faults Faults
+	stats  Stats
+
+	closing chan struct{}
+	once    sync.Once
+}
+
+type project struct {
+	ID       int    `json:"id"`
+	Name     string `json:"name"`
+	Deleted  bool   `json:"deleted"`
+	Disabled bool   `json:"disabled"`
+}
+
+// New builds a Server from cfg.
+func New(cfg Config) (*Server, error) {
+	s := &Server{
+		users:    map[string]User{},
+		byID:     map[string]User{},
+		key:      cfg.SigningKey,
+		lifetime: cfg.TokenLifetime,
+		logger:   cfg.Logger,
+		now:      cfg.Now,
+		closing:  make(chan struct{}),
+		stats:    Stats{LoginsByUser: map[string]int64{}},
+	}
+	if s.lifetime <= 0 {
+		s.lifetime = DefaultTokenLifetime
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.logger == nil {
+		s.logger = log.New(io.Discard, "", 0)
+	}
+	if len(s.key) == 0 {
+		s.key = make([]byte, 32)
+		if _, err := rand.Read(s.key); err != nil {
+			return nil, err
+		}
+	}
+	seen := map[string]bool{}
+	for i, u := range cfg.Users {
+		if u.Email == "" || u.Password == "" {
+			return nil, fmt.Errorf("user %d: email and password are required", i+1)
+		}
+		if u.ID == 0 {
+			u.ID = i + 1
+		}
+		if _, dup := s.users[u.Email]; dup {
+			return nil, fmt.Errorf("user %q is defined twice", u.Email)
+		}
+		s.users[u.Email] = u
+		s.byID[strconv.Itoa(u.ID)] = u
+		for _, p := range u.Projects {
+			if !seen[p] {
+				seen[p] = true
+				s.projects = append(s.projects, project{ID: firstProjectID + len(s.projects), Name: p})
+			}
+		}
+	}
+	return s, nil
+}
+
+// SetFaults replaces the fault knobs.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// Faults returns the current fault knobs.
+func (s *Server) Faults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.stats
+	out.LoginsByUser = make(map[string]int64, len(s.stats.LoginsByUser))
+	for k, v := range s.stats.LoginsByUser {
+		out.LoginsByUser[k] = v
+	}
+	return out
+}
+
+// Reset clears the counters and the fault knobs.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = Faults{}
+	s.stats = Stats{LoginsByUser: map[string]int64{}}
+}
+
+// Close releases requests that are hanging because of ModeHang.
+func (s *Server) Close() { s.once.Do(func() { close(s.closing) }) }
+
+// Handler returns the HTTP handler of the stand-in.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/authentication", s.handleAuthentication)
+	mux.HandleFunc("GET /api/v1/projects", s.handleProjects)
+	mux.HandleFunc("GET /api/v1/projects/{id}", s.handleProject)
+	mux.HandleFunc("GET "+ControlPrefix+"stats", s.handleStats)
+	mux.HandleFunc("GET "+ControlPrefix+"faults", s.handleGetFaults)
+	mux.HandleFunc("POST "+ControlPrefix+"faults", s.handleSetFaults)
+	mux.HandleFunc("POST "+ControlPrefix+"reset", s.handleReset)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("Page not found: %s", r.URL.Path))
+	})
+	return s.logRequests(mux)
+}
+
+// statusRecorder remembers the status for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		// Path only: no query, no headers, no body, so no credential or token.
+		s.logger.Printf("%s %s %d %s", r.Method, r.URL.Path, rec.status, time.Since(start).Round(time.Microsecond))
+	})
+}
+
+// feathersError is the FeathersJS error body.
+type feathersError struct {
+	Name      string `json:"name"`
+	Message   string `json:"message"`
+	Code      int    `json:"code"`
+	ClassName string `json:"className"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, name, message string) {
+	class := map[int]string{400: "bad-request", 401: "not-authenticated", 403: "forbidden", 404: "not-found",
+		405: "method-not-allowed", 429: "too-many-requests", 500: "general-error", 502: "bad-gateway", 503: "unavailable"}[status]
+	writeJSON(w, status, feathersError{Name: name, Message: message, Code: status, ClassName: class})
+}
+
+// wait sleeps for d, or until the request or the server ends.
+func (s *Server) wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-s.closing:
+	}
+	return false
+}
+
+// loginFault decides, under the lock, which fault (if any) shapes this login.
+func (s *Server) loginFault() (f Faults, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.LoginRequests++
+	f = s.faults
+	failStatus := f.FailStatus
+	if failStatus == 0 {
+		failStatus = http.StatusServiceUnavailable
+	}
+	switch {
+	case s.faults.RateLimitNext > 0:
+		s.faults.RateLimitNext--
+		status = http.StatusTooManyRequests
+	case s.faults.FailNext > 0:
+		s.faults.FailNext--
+		status = failStatus
+	case f.FailRate > 0 && mrand.Float64() < f.FailRate:
+		status = failStatus
+	}
+	if status != 0 || f.Mode != ModeNormal {
+		s.stats.FaultsServed++
+	}
+	return f, status
+}
+
+func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodDelete {
+		// As on FeathersJS: re-verifies the token and does NOT invalidate it.
+		if _, ok := s.verifyBearer(r); !ok {
+			writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Not authenticated")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"accessToken": bearer(r)})
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, DELETE")
+		writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", fmt.Sprintf("Method `%s` is not supported by this endpoint.", r.Method))
+		return
+	}
+	f, failStatus := s.loginFault()
+	if !s.wait(r.Context(), time.Duration(f.Latency)) {
+		return
+	}
+	if f.Mode == ModeHang {
+		s.wait(r.Context(), 24*time.Hour)
+		return
+	}
+	retryAfter := f.RetryAfter
+	if retryAfter <= 0 {
+		retryAfter = 1
+	}
+	switch failStatus {
+	case 0:
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		writeError(w, failStatus, "TooManyRequests", "Too many requests")
+		return
+	default:
+		if failStatus == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		}
+		writeError(w, failStatus, "GeneralError", http.StatusText(failStatus))
+		return
+	}
+	if f.Mode == ModeRedirect {
+		http.Redirect(w, r, strings.TrimRight(f.RedirectTo, "/")+"/authentication", http.StatusTemporaryRedirect)
+		return
+	}
+
+	var body struct {
+		Strategy *string `json:"strategy"`
+		Email    *string `json:"email"`
+		Password *string `json:"password"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&body); err != nil {
+		s.countFailure()
+		writeError(w, http.StatusBadRequest, "BadRequest", "Invalid JSON body")
+		return
+	}
+	for _, field := range []struct {
+		name string
+		v    *string
+	}{{"strategy", body.Strategy}, {"email", body.Email}, {"password", body.Password}} {
+		if field.v == nil || *field.v == "" {
+			s.countFailure()
+			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("'%s' is required", field.name))
+			return
+		}
+	}
+	if *body.Strategy != "local" {
+		s.countFailure()
+		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Invalid authentication information (strategy not allowed in authStrategies)")
+		return
+	}
+	user, ok := s.users[*body.Email]
+	if !ok || subtle.ConstantTimeCompare([]byte(user.Password), []byte(*body.Password)) != 1 {
+		s.countFailure()
+		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Invalid login")
+		return
+	}
+	s.answerLogin(w, user, f)
+}
+
+func (s *Server) countFailure() {
+	s.mu.Lock()
+	s.stats.FailedLogins++
+	s.mu.Unlock()
+}
+
+func (s *Server) answerLogin(w http.ResponseWriter, user User, f Faults) {
+	switch f.Mode {
+	case ModeGarbage:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "<html><body>502 upstream hiccup</body></html>")
+		return
+	case ModeHuge:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"padding":"`)
+		chunk := strings.Repeat("x", 64<<10)
+		for i := 0; i < 160; i++ { // 10 MiB
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(w, `"}`)
+		return
+	}
+
+	lifetime := s.lifetime
+	if f.TokenLifetime > 0 {
+		lifetime = time.Duration(f.TokenLifetime)
+	}
+	now := s.now()
+	claims := jwt.MapClaims{
+		"sub": strconv.Itoa(user.ID),
+		"iat": now.Unix(),
+		"exp": now.Add(lifetime).Unix(),
+		"jti": newUUID(),
+		"aud": Audience,
+		"iss": Issuer,
+	}
+	switch f.Mode {
+	case ModeExpired:
+		claims["iat"] = now.Add(-lifetime - time.Hour).Unix()
+		claims["exp"] = now.Add(-time.Hour).Unix()
+	case ModeNoExp:
+		delete(claims, "exp")
+	}
+	token := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	token.Header["typ"] = "access"
+	signed, err := token.SignedString(s.key)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "GeneralError", "cannot sign token")
+		return
+	}
+	if f.Mode == ModeNotJWT {
+		signed = "opaque-" + newUUID()
+	}
+
+	s.mu.Lock()
+	s.stats.Logins++
+	s.stats.LoginsByUser[user.Email]++
+	s.mu.Unlock()
+
+	resp := map[string]any{
+		"accessToken":    signed,
+		"authentication": map[string]any{"strategy": "local", "accessToken": signed},
+		"user":           map[string]any{"id": user.ID, "email": user.Email},
+	}
+	if f.Mode == ModeNoToken {
+		delete(resp, "accessToken")
+		resp["authentication"] = map[string]any{"strategy": "local"}
+	}
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// verifyBearer checks the request's token: signature, exp and user.
+func (s *Server) verifyBearer(r *http.Request) (User, bool) {
+	raw := bearer(r)
+	if raw == "" {
+		return User{}, false
+	}
+	claims := jwt.MapClaims{}
+	_, err := jwt.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) { return s.key, nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now),
+		jwt.WithAudience(Audience), jwt.WithIssuer(Issuer))
+	if err != nil {
+		return User{}, false
+	}
+	sub, _ := claims.GetSubject()
+	u, ok := s.byID[sub]
+	return u, ok
+}
+
+func (s *Server) apiAuth(w http.ResponseWriter, r *http.Request) (User, bool) {
+	s.mu.Lock()
+	s.stats.APIRequests++
+	latency := time.Duration(s.faults.Latency)
+	s.mu.Unlock()
+	if !s.wait(r.Context(), latency) {
+		return User{}, false
+	}
+	u, ok := s.verifyBearer(r)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Not authenticated")
+	}
+	return u, ok
+}
+
+func (s *Server) userProjects(u User) []project {
+	out := []project{}
+	for _, p := range s.projects {
+		for _, name := range u.Projects {
+			if p.Name == name {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) handleProjects(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.apiAuth(w, r)
+	if !ok {
+		return
+	}
+	out := s.userProjects(u)
+	if name := r.URL.Query().Get("name"); name != "" {
+		filtered := []project{}
+		for _, p := range out {
+			if p.Name == name {
+				filtered = append(filtered, p)
+			}
+		}
+		out = filtered
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleProject(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.apiAuth(w, r)
+	if !ok {
+		return
+	}
+	for _, p := range s.userProjects(u) {
+		if strconv.Itoa(p.ID) == r.PathValue("id") {
+			writeJSON(w, http.StatusOK, p)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("No record found for id '%s'", r.PathValue("id")))
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+func (s *Server) handleGetFaults(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Faults())
+}
+
+func (s *Server) handleSetFaults(w http.ResponseWriter, r *http.Request) {
+	var f Faults
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "invalid faults: "+err.Error())
+		return
+	}
+	if err := f.validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+		return
+	}
+	s.SetFaults(f)
+	writeJSON(w, http.StatusOK, f)
+}
+
+func (f Faults) validate() error {
+	switch f.Mode {
+	case ModeNormal, ModeGarbage, ModeNoToken, ModeNotJWT, ModeExpired, ModeNoExp, ModeHuge, ModeHang:
+	case ModeRedirect:
+		if f.RedirectTo == "" {
+			return errors.New("mode redirect needs redirect_to")
+		}
+	default:
+		return fmt.Errorf("unknown mode %q", f.Mode)
+	}
+	if f.FailRate < 0 || f.FailRate > 1 {
+		return errors.New("fail_rate must be between 0 and 1")
+	}
+	if f.FailStatus != 0 && (f.FailStatus < 400 || f.FailStatus > 599) {
+		return errors.New("fail_status must be a 4xx or 5xx status")
+	}
+	return nil
+}
+
+func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
+	s.Reset()
+	writeJSON(w, http.StatusOK, map[string]string{"status": "reset"})
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// Running is a stand-in serving on a listener.
+type Running struct {
+	*Server
+	URL      string
+	listener net.Listener
+	http     *http.Server
+}
+
+// Listen starts serving on addr ("127.0.0.1:0" picks a free loopback port).
+func Listen(addr string, cfg Config) (*Running, error) {
+	srv, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	r := &Running{Server: srv, URL: "http://" + ln.Addr().String(), listener: ln,
+		http: &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+	go func() { _ = r.http.Serve(ln) }()
+	return r, nil
+}
+
+// Addr is the listening address.
+func (r *Running) Addr() string { return r.listener.Addr().String() }
+
+// Close stops the server and releases hanging requests.
+func (r *Running) Close() error {
+	r.Server.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.http.Shutdown(ctx); err != nil {
+		return r.http.Close()
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package metakraftwerk
+
+import (
+	"fmt"
+	"time"
+)
+
+// leaseInput is everything the lease rules depend on.
+type leaseInput struct {
+	Now time.Time
+	// Claims of the token being handed out.
+	Claims tokenClaims
+	// Leeway is the config's expiry_leeway.
+	Leeway time.Duration
+	// RoleTTL and RoleMaxTTL are the role's caps; zero means unset.
+	RoleTTL, RoleMaxTTL time.Duration
+}
+
+// lease is the outcome of the lease rules.
+type lease struct {
+	// TTL is the lease duration handed to Vault (whole seconds).
+	TTL time.Duration
+	// MaxTTL is remaining token life less leeway: nothing may extend past it.
+	MaxTTL time.Duration
+	// ExpiresAt is the token's expiry (exp, or the assumed 20 hours).
+	ExpiresAt time.Time
+	// Warnings go into the Vault response.
+	Warnings []string
+}
+
+// errTokenTooShort is returned when the token's remaining life does not
+// exceed the leeway; a lease would end before it starts.
+type errTokenTooShort struct {
+	ExpiresAt time.Time
+	Remaining time.Duration
+	Leeway    time.Duration
+}
+
+func (e *errTokenTooShort) Error() string {
+	if e.Remaining <= 0 {
+		return fmt.Sprintf("MetaKraftwerk issued a token that is already expired (exp %s, %s ago); check the clocks of Vault and MetaKraftwerk",
+			e.ExpiresAt.Format(time.RFC3339), (-e.Remaining).Truncate(time.Second))
+	}
+	return fmt.Sprintf("MetaKraftwerk issued a token that expires in %s (exp %s), not more than expiry_leeway (%s); no lease can be issued. Check the clocks of Vault and MetaKraftwerk, or lower expiry_leeway",
+		e.Remaining.Truncate(time.Second), e.ExpiresAt.Format(time.RFC3339), e.Leeway)
+}
+
+// computeLease applies the lease rules:
+//   - remaining = exp − now; a token without exp is assumed to live the
+//     documented 20 hours from now, with a warning;
+//   - usable = remaining − leeway, which must be at least one second;
+//   - TTL = usable, capped by the role's ttl and max_ttl when set,
+//     truncated to whole seconds (Vault's lease precision);
+//   - MaxTTL = usable, so nothing can extend a lease past the token.
+//
+// Vault itself then caps TTL by the mount's and the system's max lease TTL.
+func computeLease(in leaseInput) (lease, error) {
+	var out lease
+	out.ExpiresAt = in.Claims.ExpiresAt
+	if !in.Claims.HasExp {
+		out.ExpiresAt = in.Now.Add(documentedTokenLifetime).UTC()
+		out.Warnings = append(out.Warnings, fmt.Sprintf(
+			"the access token has no exp claim; assuming MetaKraftwerk's documented %s lifetime, so the lease may outlive or undercut the real token",
+			formatDuration(documentedTokenLifetime)))
+	}
+	remaining := out.ExpiresAt.Sub(in.Now)
+	usable := (remaining - in.Leeway).Truncate(time.Second)
+	if usable < time.Second {
+		return lease{}, &errTokenTooShort{ExpiresAt: out.ExpiresAt, Remaining: remaining, Leeway: in.Leeway}
+	}
+	ttl := usable
+	if in.RoleTTL > 0 && in.RoleTTL < ttl {
+		ttl = in.RoleTTL
+	}
+	if in.RoleMaxTTL > 0 && in.RoleMaxTTL < ttl {
+		ttl = in.RoleMaxTTL
+	}
+	out.TTL = ttl.Truncate(time.Second)
+	out.MaxTTL = usable
+	return out, nil
+}
+
+// formatDuration prints whole hours and minutes compactly: 20h, 1h30m, 45s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	for _, suffix := range []string{"m0s", "h0m"} {
+		if len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix {
+			s = s[:len(s)-len(suffix)+1]
+		}
+	}
+	return s
+}

@@ -1,0 +1,277 @@
+package metakraftwerk
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
+)
+
+const (
+	configStorageKey = "config"
+
+	defaultExpiryLeeway = time.Minute
+	maxRequestTimeout   = 5 * time.Minute
+	maxMaxRetries       = 10
+)
+
+// mkConfig is the stored connection configuration. Nothing in it is secret.
+type mkConfig struct {
+	BaseURL        string        `json:"base_url"`
+	CACert         string        `json:"ca_cert,omitempty"`
+	RequestTimeout time.Duration `json:"request_timeout"`
+	MaxRetries     int           `json:"max_retries"`
+	ExpiryLeeway   time.Duration `json:"expiry_leeway"`
+}
+
+func defaultConfig() *mkConfig {
+	return &mkConfig{
+		BaseURL:        mkclient.DefaultBaseURL,
+		RequestTimeout: mkclient.DefaultRequestTimeout,
+		MaxRetries:     mkclient.DefaultMaxRetries,
+		ExpiryLeeway:   defaultExpiryLeeway,
+	}
+}
+
+func (c *mkConfig) newClient() (*mkclient.Client, error) {
+	client, err := mkclient.New(mkclient.Config{
+		BaseURL:        c.BaseURL,
+		CACertPEM:      c.CACert,
+		RequestTimeout: c.RequestTimeout,
+		MaxRetries:     c.MaxRetries,
+		UserAgent:      "vault-plugin-secrets-metakraftwerk/" + Version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stored %s is unusable: %w", fieldCACert, err)
+	}
+	return client, nil
+}
+
+// loginBudget bounds one login including its retries, for logins that are
+// shared between requests and so cannot use a single request's deadline.
+func (c *mkConfig) loginBudget() time.Duration {
+	n := time.Duration(c.MaxRetries)
+	return c.RequestTimeout*(n+1) + n*mkclient.MaxRetryAfter
+}
+
+func (c *mkConfig) toResponseData() map[string]any {
+	return map[string]any{
+		fieldBaseURL:        c.BaseURL,
+		fieldCACert:         c.CACert,
+		fieldRequestTimeout: int64(c.RequestTimeout / time.Second),
+		fieldMaxRetries:     c.MaxRetries,
+		fieldExpiryLeeway:   int64(c.ExpiryLeeway / time.Second),
+	}
+}
+
+// getConfig returns the stored configuration, or (nil, nil) when none is stored.
+func getConfig(ctx context.Context, s logical.Storage) (*mkConfig, error) {
+	entry, err := s.Get(ctx, configStorageKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	cfg := defaultConfig()
+	if err := entry.DecodeJSON(cfg); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	return cfg, nil
+}
+
+// effectiveConfig is the stored configuration, or the defaults.
+func effectiveConfig(ctx context.Context, s logical.Storage) (*mkConfig, error) {
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg != nil {
+		return cfg, err
+	}
+	return defaultConfig(), nil
+}
+
+func putConfig(ctx context.Context, s logical.Storage, cfg *mkConfig) error {
+	entry, err := logical.StorageEntryJSON(configStorageKey, cfg)
+	if err != nil {
+		return fmt.Errorf("encoding config: %w", err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing config: %w", err)
+	}
+	return nil
+}
+
+func pathConfig(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "config",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			fieldBaseURL: {
+				Type:        framework.TypeString,
+				Description: "MetaKraftwerk host root. Login goes to <base_url>/authentication. https is required except for loopback hosts.",
+				Default:     mkclient.DefaultBaseURL,
+			},
+			fieldCACert: {
+				Type:        framework.TypeString,
+				Description: "PEM bundle of CA certificates to trust for MetaKraftwerk instead of the system roots. Empty uses the system roots.",
+			},
+			fieldRequestTimeout: {
+				Type:        framework.TypeDurationSecond,
+				Description: "Timeout of one upstream attempt (connect, headers and body). Greater than 0, at most 5m.",
+				Default:     int(mkclient.DefaultRequestTimeout / time.Second),
+			},
+			fieldMaxRetries: {
+				Type:        framework.TypeInt,
+				Description: "Retries of network errors, 429 and 500/502/503/504 answers, with backoff that honours Retry-After. 0 to 10. 400/401/403 are never retried.",
+				Default:     mkclient.DefaultMaxRetries,
+			},
+			fieldExpiryLeeway: {
+				Type:        framework.TypeDurationSecond,
+				Description: "How long before the token's exp its lease ends (clock skew, in-flight use). At least 0, less than 20h.",
+				Default:     int(defaultExpiryLeeway / time.Second),
+			},
+		},
+		ExistenceCheck: b.pathConfigExists,
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback:     b.pathConfigRead,
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read", OperationSuffix: "configuration"},
+				Responses: map[int][]framework.Response{
+					200: {{Description: "OK", Fields: configResponseFields}},
+				},
+			},
+			logical.CreateOperation: &framework.PathOperation{
+				Callback:     b.pathConfigWrite,
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "configure"},
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback:     b.pathConfigWrite,
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "configure"},
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback:     b.pathConfigDelete,
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "delete", OperationSuffix: "configuration"},
+			},
+		},
+		HelpSynopsis:    pathConfigHelpSyn,
+		HelpDescription: pathConfigHelpDesc,
+	}}
+}
+
+var configResponseFields = map[string]*framework.FieldSchema{
+	fieldBaseURL:        {Type: framework.TypeString, Required: true},
+	fieldCACert:         {Type: framework.TypeString, Required: true},
+	fieldRequestTimeout: {Type: framework.TypeDurationSecond, Required: true},
+	fieldMaxRetries:     {Type: framework.TypeInt, Required: true},
+	fieldExpiryLeeway:   {Type: framework.TypeDurationSecond, Required: true},
+}
+
+func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
+	cfg, err := getConfig(ctx, req.Storage)
+	return cfg != nil, err
+}
+
+func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := effectiveConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: cfg.toResponseData()}, nil
+}
+
+func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	cfg, err := effectiveConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var p problems
+	unknownFields(d, &p)
+	applyConfigFields(cfg, d, &p)
+	if resp := p.response(); resp != nil {
+		return resp, nil
+	}
+	if err := putConfig(ctx, req.Storage, cfg); err != nil {
+		return nil, err
+	}
+	b.resetClient()
+	return nil, nil
+}
+
+// applyConfigFields copies the fields present in d onto cfg, validating each.
+func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
+	if v, ok := d.GetOk(fieldBaseURL); ok {
+		u, err := mkclient.ValidateBaseURL(v.(string))
+		if err != nil {
+			p.add(fieldBaseURL, "%v", err)
+		} else {
+			cfg.BaseURL = u
+		}
+	}
+	if v, ok := d.GetOk(fieldCACert); ok {
+		pemText := strings.TrimSpace(v.(string))
+		if pemText != "" {
+			if _, err := mkclient.ParseCAPool(pemText); err != nil {
+				p.add(fieldCACert, "%v", err)
+			}
+		}
+		cfg.CACert = pemText
+	}
+	if v, ok := d.GetOk(fieldRequestTimeout); ok {
+		t := time.Duration(v.(int)) * time.Second
+		switch {
+		case t <= 0:
+			p.add(fieldRequestTimeout, "must be greater than 0")
+		case t > maxRequestTimeout:
+			p.add(fieldRequestTimeout, "must be at most %s", formatDuration(maxRequestTimeout))
+		default:
+			cfg.RequestTimeout = t
+		}
+	}
+	if v, ok := d.GetOk(fieldMaxRetries); ok {
+		n := v.(int)
+		if n < 0 || n > maxMaxRetries {
+			p.add(fieldMaxRetries, "must be between 0 and %d, got %d", maxMaxRetries, n)
+		} else {
+			cfg.MaxRetries = n
+		}
+	}
+	if v, ok := d.GetOk(fieldExpiryLeeway); ok {
+		l := time.Duration(v.(int)) * time.Second
+		switch {
+		case l < 0:
+			p.add(fieldExpiryLeeway, "must not be negative")
+		case l >= documentedTokenLifetime:
+			p.add(fieldExpiryLeeway, "must be less than the %s token lifetime", formatDuration(documentedTokenLifetime))
+		default:
+			cfg.ExpiryLeeway = l
+		}
+	}
+}
+
+func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
+		return nil, fmt.Errorf("deleting config: %w", err)
+	}
+	b.resetClient()
+	return nil, nil
+}
+
+const operationPrefix = "metakraftwerk"
+
+const pathConfigHelpSyn = `Configure how the engine reaches MetaKraftwerk.`
+
+const pathConfigHelpDesc = `
+Optional. Without a stored configuration the engine talks to
+https://app.metakraftwerk.com with a 30s timeout per attempt, 3 retries and a
+1m expiry leeway. Updates are partial; deleting the configuration restores the
+defaults. Nothing in the configuration is secret, so a read returns all of it.
+
+Writing the configuration drops the engine's HTTP client and any reused
+tokens; the next request uses the new settings.
+`

@@ -1,0 +1,404 @@
+package metakraftwerk
+
+import (
+	"context"
+	"fmt"
+	"net/mail"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	roleStoragePrefix = "roles/"
+
+	defaultReuseMinRemaining = time.Hour
+	maxPasswordLen           = 1024
+	maxEmailLen              = 254
+	maxDescriptionLen        = 1024
+	maxProjects              = 100
+	maxProjectNameLen        = 256
+)
+
+// roleEntry is a stored role. Password never leaves storage except in the
+// login request to MetaKraftwerk.
+type roleEntry struct {
+	Email             string        `json:"email"`
+	Password          string        `json:"password"`
+	TTL               time.Duration `json:"ttl,omitempty"`
+	MaxTTL            time.Duration `json:"max_ttl,omitempty"`
+	Description       string        `json:"description,omitempty"`
+	Projects          []string      `json:"projects,omitempty"`
+	ReuseTokens       bool          `json:"reuse_tokens,omitempty"`
+	ReuseMinRemaining time.Duration `json:"reuse_min_remaining"`
+}
+
+func (r *roleEntry) toResponseData() map[string]any {
+	projects := r.Projects
+	if projects == nil {
+		projects = []string{}
+	}
+	return map[string]any{
+		fieldEmail:             r.Email,
+		fieldPasswordSet:       r.Password != "",
+		fieldTTL:               int64(r.TTL / time.Second),
+		fieldMaxTTL:            int64(r.MaxTTL / time.Second),
+		fieldDescription:       r.Description,
+		fieldProjects:          projects,
+		fieldReuseTokens:       r.ReuseTokens,
+		fieldReuseMinRemaining: int64(r.ReuseMinRemaining / time.Second),
+	}
+}
+
+// getRole returns the stored role, or (nil, nil) when it does not exist.
+func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	entry, err := s.Get(ctx, roleStoragePrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading role %q: %w", name, err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	role := &roleEntry{ReuseMinRemaining: defaultReuseMinRemaining}
+	if err := entry.DecodeJSON(role); err != nil {
+		return nil, fmt.Errorf("decoding role %q: %w", name, err)
+	}
+	return role, nil
+}
+
+func putRole(ctx context.Context, s logical.Storage, name string, role *roleEntry) error {
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
+	if err != nil {
+		return fmt.Errorf("encoding role %q: %w", name, err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("storing role %q: %w", name, err)
+	}
+	return nil
+}
+
+func pathRoles(b *backend) []*framework.Path {
+	nameField := &framework.FieldSchema{
+		Type:        framework.TypeString,
+		Description: "Name of the role: letters, digits, '-', '_' and '.', starting and ending with a letter or digit.",
+		Required:    true,
+	}
+	return []*framework.Path{
+		{
+			Pattern: "roles/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "roles",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback:     b.pathRolesList,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
+				},
+			},
+			HelpSynopsis:    pathRolesListHelpSyn,
+			HelpDescription: pathRolesListHelpDesc,
+		},
+		{
+			Pattern: "roles/" + namePattern,
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: operationPrefix,
+				OperationSuffix: "role",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				fieldName: nameField,
+				fieldEmail: {
+					Type:        framework.TypeString,
+					Description: "Login email of the MetaKraftwerk user. Required on create.",
+				},
+				fieldPassword: {
+					Type:         framework.TypeString,
+					Description:  "Password of the MetaKraftwerk user. Required on create. Write-only: never returned.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				fieldTTL: {
+					Type:        framework.TypeDurationSecond,
+					Description: "Optional cap on the lease. 0 means until the token's expiry less expiry_leeway.",
+				},
+				fieldMaxTTL: {
+					Type:        framework.TypeDurationSecond,
+					Description: "Optional hard cap on the lease. ttl must not exceed it when both are set.",
+				},
+				fieldDescription: {
+					Type:        framework.TypeString,
+					Description: "Free text.",
+				},
+				fieldProjects: {
+					Type:        framework.TypeCommaStringSlice,
+					Description: "MetaKraftwerk project names this login must be able to see; checked when verify is true.",
+				},
+				fieldVerify: {
+					Type:        framework.TypeBool,
+					Description: "Log in once (and check projects) before storing a new or changed login. Not stored.",
+					Default:     true,
+				},
+				fieldReuseTokens: {
+					Type:        framework.TypeBool,
+					Description: "Hand the role's current token to further readers while it has at least reuse_min_remaining left, instead of logging in for every read. Concurrent reads share one login.",
+					Default:     false,
+				},
+				fieldReuseMinRemaining: {
+					Type:        framework.TypeDurationSecond,
+					Description: "With reuse_tokens, the least remaining lifetime a token must have to be handed out again.",
+					Default:     int(defaultReuseMinRemaining / time.Second),
+				},
+			},
+			ExistenceCheck: b.pathRoleExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback:     b.pathRoleRead,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+					Responses: map[int][]framework.Response{
+						200: {{Description: "OK", Fields: roleResponseFields}},
+					},
+				},
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:     b.pathRoleWrite,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:     b.pathRoleWrite,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback:     b.pathRoleDelete,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "delete"},
+				},
+			},
+			HelpSynopsis:    pathRolesHelpSyn,
+			HelpDescription: pathRolesHelpDesc,
+		},
+	}
+}
+
+var roleResponseFields = map[string]*framework.FieldSchema{
+	fieldEmail:             {Type: framework.TypeString, Required: true},
+	fieldPasswordSet:       {Type: framework.TypeBool, Required: true},
+	fieldTTL:               {Type: framework.TypeDurationSecond, Required: true},
+	fieldMaxTTL:            {Type: framework.TypeDurationSecond, Required: true},
+	fieldDescription:       {Type: framework.TypeString, Required: true},
+	fieldProjects:          {Type: framework.TypeCommaStringSlice, Required: true},
+	fieldReuseTokens:       {Type: framework.TypeBool, Required: true},
+	fieldReuseMinRemaining: {Type: framework.TypeDurationSecond, Required: true},
+}
+
+func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, roleStoragePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing roles: %w", err)
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathRoleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	name := d.Get(fieldName).(string)
+	if validateRoleName(name) != "" {
+		return false, nil
+	}
+	role, err := getRole(ctx, req.Storage, name)
+	return role != nil, err
+}
+
+func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	if msg := validateRoleName(name); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	role, err := getRole(ctx, req.Storage, name)
+	if err != nil || role == nil {
+		return nil, err
+	}
+	return &logical.Response{Data: role.toResponseData()}, nil
+}
+
+func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	var p problems
+	if msg := validateRoleName(name); msg != "" {
+		p = append(p, msg)
+	}
+	unknownFields(d, &p)
+	if len(p) > 0 {
+		return p.response(), nil
+	}
+
+	existing, err := getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	role := &roleEntry{ReuseMinRemaining: defaultReuseMinRemaining}
+	if existing != nil {
+		*role = *existing
+		role.Projects = slices.Clone(existing.Projects)
+	}
+	applyRoleFields(role, existing == nil, d, &p)
+	if resp := p.response(); resp != nil {
+		return resp, nil
+	}
+
+	loginChanged := existing == nil || role.Email != existing.Email ||
+		role.Password != existing.Password || !slices.Equal(role.Projects, existing.Projects)
+	if d.Get(fieldVerify).(bool) && loginChanged {
+		if resp, err := b.verifyLogin(ctx, req.Storage, name, role); resp != nil || err != nil {
+			return resp, err
+		}
+	}
+
+	if err := putRole(ctx, req.Storage, name, role); err != nil {
+		return nil, err
+	}
+	b.tokens.evict(name)
+	return nil, nil
+}
+
+// applyRoleFields copies the fields present in d onto role (a partial
+// update), validating each and the combination.
+func applyRoleFields(role *roleEntry, create bool, d *framework.FieldData, p *problems) {
+	if v, ok := d.GetOk(fieldEmail); ok {
+		email := strings.TrimSpace(v.(string))
+		if msg := checkEmail(email); msg != "" {
+			p.add(fieldEmail, "%s", msg)
+		}
+		role.Email = email
+	} else if create {
+		p.add(fieldEmail, "is required when creating a role")
+	}
+
+	if v, ok := d.GetOk(fieldPassword); ok {
+		pw := v.(string)
+		switch {
+		case pw == "":
+			p.add(fieldPassword, "must not be empty")
+		case len(pw) > maxPasswordLen:
+			p.add(fieldPassword, "must be at most %d bytes", maxPasswordLen)
+		}
+		role.Password = pw
+	} else if create {
+		p.add(fieldPassword, "is required when creating a role")
+	}
+
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{fieldTTL, &role.TTL}, {fieldMaxTTL, &role.MaxTTL}, {fieldReuseMinRemaining, &role.ReuseMinRemaining}} {
+		if v, ok := d.GetOk(f.name); ok {
+			dur := time.Duration(v.(int)) * time.Second
+			if dur < 0 {
+				p.add(f.name, "must not be negative")
+				continue
+			}
+			*f.dst = dur
+		}
+	}
+	if role.TTL > 0 && role.MaxTTL > 0 && role.TTL > role.MaxTTL {
+		p.add(fieldTTL, "%s must not exceed %s %s", formatDuration(role.TTL), fieldMaxTTL, formatDuration(role.MaxTTL))
+	}
+	if role.ReuseMinRemaining >= documentedTokenLifetime {
+		p.add(fieldReuseMinRemaining, "must be less than the %s token lifetime", formatDuration(documentedTokenLifetime))
+	}
+
+	if v, ok := d.GetOk(fieldDescription); ok {
+		desc := v.(string)
+		if len(desc) > maxDescriptionLen {
+			p.add(fieldDescription, "must be at most %d bytes", maxDescriptionLen)
+		}
+		role.Description = desc
+	}
+
+	if v, ok := d.GetOk(fieldProjects); ok {
+		role.Projects = normaliseProjects(v.([]string), p)
+	}
+
+	if v, ok := d.GetOk(fieldReuseTokens); ok {
+		role.ReuseTokens = v.(bool)
+	}
+}
+
+// checkEmail returns why email is not a plausible bare address, or "".
+func checkEmail(email string) string {
+	if email == "" {
+		return "must not be empty"
+	}
+	if len(email) > maxEmailLen {
+		return fmt.Sprintf("must be at most %d characters", maxEmailLen)
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Name != "" || addr.Address != email {
+		return fmt.Sprintf("%q is not a plain email address such as ci@example.com", email)
+	}
+	at := strings.LastIndexByte(email, '@')
+	if at < 1 || at == len(email)-1 || strings.ContainsAny(email, " \t") {
+		return fmt.Sprintf("%q is not a plain email address such as ci@example.com", email)
+	}
+	return ""
+}
+
+// normaliseProjects trims, drops duplicates and checks project names.
+func normaliseProjects(in []string, p *problems) []string {
+	out := make([]string, 0, len(in))
+	for _, name := range in {
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "":
+			p.add(fieldProjects, "project names must not be empty")
+			continue
+		case len(name) > maxProjectNameLen:
+			p.add(fieldProjects, "project name %.40q… is longer than %d bytes", name, maxProjectNameLen)
+			continue
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	if len(out) > maxProjects {
+		p.add(fieldProjects, "at most %d projects, got %d", maxProjects, len(out))
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get(fieldName).(string)
+	if msg := validateRoleName(name); msg != "" {
+		return logical.ErrorResponse(msg), nil
+	}
+	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting role %q: %w", name, err)
+	}
+	b.tokens.evict(name)
+	return nil, nil
+}
+
+const pathRolesListHelpSyn = `List the roles.`
+
+const pathRolesListHelpDesc = `Lists the names of all roles of this engine.`
+
+const pathRolesHelpSyn = `Manage the MetaKraftwerk logins that tokens are minted for.`
+
+const pathRolesHelpDesc = `
+A role holds one MetaKraftwerk login (email and password). Reading
+creds/<role> logs in with it and returns an access token. Give every role its
+own narrowly privileged MetaKraftwerk user: a token carries all the rights of
+the account that logged in.
+
+On create, and on an update that changes email, password or projects, the
+engine logs in once (and checks projects) unless verify=false; a rejected
+login or a missing project fails the write and nothing is stored.
+
+Updates are partial: only the fields sent change. The password is write-only;
+a read shows password_set instead.
+
+ttl and max_ttl cap the lease below the token's own expiry less expiry_leeway.
+With reuse_tokens=true the current token is handed out again while it has at
+least reuse_min_remaining left; concurrent reads then share one login.
+`

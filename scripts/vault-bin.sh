@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Prints the path of a usable `vault` binary on stdout (and nothing else there).
+#
+# Order of preference:
+#   1. $VAULT_BIN, if set (must be executable);
+#   2. `vault` on PATH, if it is at least v1.15;
+#   3. Vault v1.21.0 built from the Go module proxy into a cache directory
+#      outside the repository, reused on later runs.
+#
+# The build is idempotent and safe to run in parallel with itself: builders
+# serialise on a lock file and the binary is moved into place atomically.
+# Progress messages go to stderr.
+set -euo pipefail
+
+VAULT_VERSION="${VAULT_BUILD_VERSION:-v1.21.0}"
+MIN_MAJOR=1
+MIN_MINOR=15
+CACHE_ROOT="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-metakraftwerk}"
+TARGET="$CACHE_ROOT/vault-$VAULT_VERSION/vault"
+
+log() { printf 'vault-bin: %s\n' "$*" >&2; }
+
+version_ok() {
+	# $1: path to a vault binary. True when it reports v1.15 or newer.
+	local out major minor
+	out=$("$1" version 2>/dev/null | head -n1) || return 1
+	if [[ $out =~ Vault\ v([0-9]+)\.([0-9]+) ]]; then
+		major=${BASH_REMATCH[1]}
+		minor=${BASH_REMATCH[2]}
+		((major > MIN_MAJOR || (major == MIN_MAJOR && minor >= MIN_MINOR)))
+		return
+	fi
+	return 1
+}
+
+if [[ -n ${VAULT_BIN:-} ]]; then
+	if [[ -x $VAULT_BIN ]]; then
+		printf '%s\n' "$VAULT_BIN"
+		exit 0
+	fi
+	log "VAULT_BIN=$VAULT_BIN is not an executable file"
+	exit 1
+fi
+
+if on_path=$(command -v vault 2>/dev/null) && version_ok "$on_path"; then
+	printf '%s\n' "$on_path"
+	exit 0
+fi
+
+if [[ -x $TARGET ]] && version_ok "$TARGET"; then
+	printf '%s\n' "$TARGET"
+	exit 0
+fi
+
+command -v go >/dev/null || { log "go is required to build Vault"; exit 1; }
+mkdir -p "$(dirname "$TARGET")"
+exec 9>"$TARGET.lock"
+if ! flock -n 9; then
+	log "another build of Vault $VAULT_VERSION is running; waiting for it"
+	flock 9
+fi
+# Someone else may have finished the build while we waited.
+if [[ -x $TARGET ]] && version_ok "$TARGET"; then
+	printf '%s\n' "$TARGET"
+	exit 0
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vault-build.XXXXXX")
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+
+log "no vault >= v$MIN_MAJOR.$MIN_MINOR found; building Vault $VAULT_VERSION from the Go module proxy"
+log "this takes about 8-10 minutes on 2 cores the first time; the result is cached in $CACHE_ROOT"
+src=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" |
+	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[[ -n $src && -d $src ]] || { log "could not download github.com/hashicorp/vault@$VAULT_VERSION"; exit 1; }
+
+cp -R "$src/." "$work/src"
+chmod -R u+w "$work/src"
+cd "$work/src"
+# The module zip does not contain Vault's nested api/ and sdk/ modules, so the
+# replace directives pointing at them must go; the released modules are used instead.
+sed -i -E '/^replace github\.com\/hashicorp\/vault\/(api|sdk)[^ ]* => \.\//d' go.mod
+
+log "downloading Vault's dependencies"
+GOFLAGS=-mod=mod go mod download >&2
+log "compiling (progress is quiet; please wait)"
+start=$SECONDS
+(
+	while sleep 60; do log "still compiling... $((SECONDS - start))s"; done
+) &
+ticker=$!
+trap 'kill $ticker 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/vault" . >&2
+kill "$ticker" 2>/dev/null || true
+
+version_ok "$work/vault" || { log "the built binary does not run"; exit 1; }
+mv -f "$work/vault" "$TARGET.tmp.$$"
+mv -f "$TARGET.tmp.$$" "$TARGET"
+log "built $("$TARGET" version) in $((SECONDS - start))s"
+printf '%s\n' "$TARGET"

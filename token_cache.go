@@ -1,0 +1,131 @@
+package metakraftwerk
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
+)
+
+// tokenCache holds, per role with reuse_tokens=true, the most recent token.
+// It lives in the plugin process's memory only, never in storage. Every
+// eviction bumps a version so that a login that was already under way when
+// the role or the configuration changed cannot put a stale token back.
+type tokenCache struct {
+	mu      sync.Mutex
+	entries map[string]*issuedToken
+	// versions counts evictions per role; epoch counts full resets.
+	versions map[string]uint64
+	epoch    uint64
+	flights  singleflight.Group
+}
+
+func newTokenCache() *tokenCache {
+	return &tokenCache{entries: map[string]*issuedToken{}, versions: map[string]uint64{}}
+}
+
+// usable returns the cached token of role if it has at least minRemaining
+// of life left at now.
+func (c *tokenCache) usable(role string, now time.Time, minRemaining time.Duration) *issuedToken {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.entries[role]
+	if t == nil || t.ExpiresAt.Sub(now) < minRemaining {
+		return nil
+	}
+	return t
+}
+
+// version identifies the cache state of role for a later conditional store.
+func (c *tokenCache) version(role string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("%s\x00%d\x00%d", role, c.epoch, c.versions[role])
+}
+
+// storeIf caches t for role unless the role was evicted since version was taken.
+func (c *tokenCache) storeIf(role, version string, t *issuedToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fmt.Sprintf("%s\x00%d\x00%d", role, c.epoch, c.versions[role]) == version {
+		c.entries[role] = t
+	}
+}
+
+// evict drops role's token (role updated or deleted).
+func (c *tokenCache) evict(role string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, role)
+	c.versions[role]++
+}
+
+// evictToken drops role's token if it is the one with fingerprint (its
+// lease was revoked), so that the next reader gets a fresh token.
+func (c *tokenCache) evictToken(role, fingerprint string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := c.entries[role]; t != nil && t.Fingerprint == fingerprint {
+		delete(c.entries, role)
+		c.versions[role]++
+		return true
+	}
+	return false
+}
+
+// reset drops every token (configuration change, Clean).
+func (c *tokenCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = map[string]*issuedToken{}
+	c.versions = map[string]uint64{}
+	c.epoch++
+}
+
+// obtainToken returns a token for the role: with reuse off, a fresh login
+// every time; with reuse on, the cached token while it has at least
+// reuse_min_remaining left, else one login shared by all concurrent readers.
+// reused reports whether the token came from the cache.
+func (b *backend) obtainToken(ctx context.Context, client *mkclient.Client, cfg *mkConfig, name string, role *roleEntry) (tok *issuedToken, reused bool, err error) {
+	if !role.ReuseTokens {
+		tok, err = b.login(ctx, client, role)
+		return tok, false, err
+	}
+	// A token is only worth handing out if its lease can outlast the leeway.
+	minRemaining := max(role.ReuseMinRemaining, cfg.ExpiryLeeway+time.Second)
+	if t := b.tokens.usable(name, b.now(), minRemaining); t != nil {
+		return t, true, nil
+	}
+
+	version := b.tokens.version(name)
+	ch := b.tokens.flights.DoChan(version, func() (any, error) {
+		// Re-check: a flight that finished just before this one started
+		// may already have cached a token.
+		if t := b.tokens.usable(name, b.now(), minRemaining); t != nil {
+			return t, nil
+		}
+		// The login is shared, so it must not die with the first caller's
+		// request; it is bounded by the configuration's own budget instead.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.loginBudget())
+		defer cancel()
+		t, err := b.login(lctx, client, role)
+		if err != nil {
+			return nil, err
+		}
+		b.tokens.storeIf(name, version, t)
+		return t, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, false, res.Err
+		}
+		return res.Val.(*issuedToken), false, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
