@@ -39,7 +39,7 @@ func pathCreds(b *backend) []*framework.Path {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: handler("generate"),
 			// For clients that can only POST.
-			logical.UpdateOperation: handler("generate-with-parameters"),
+			logical.UpdateOperation: handler("request"),
 		},
 		HelpSynopsis:    pathCredsHelpSyn,
 		HelpDescription: pathCredsHelpDesc,

@@ -15,6 +15,9 @@ import (
 // lifetime, assumed when a token carries no exp claim.
 const documentedTokenLifetime = 20 * time.Hour
 
+// maxExp bounds the exp claim so that duration arithmetic cannot overflow.
+var maxExp = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
 // ErrNotAJWT means the login answer's accessToken could not be decoded as a JWT.
 var ErrNotAJWT = errors.New("the accessToken in MetaKraftwerk's login answer is not a JWT")
 
@@ -42,6 +45,9 @@ func parseAccessToken(token string) (tokenClaims, error) {
 	exp, err := claims.GetExpirationTime()
 	if err != nil {
 		return out, fmt.Errorf("%w (its exp claim is not a number of seconds)", ErrNotAJWT)
+	}
+	if exp != nil && (exp.Unix() < 0 || exp.Unix() > maxExp.Unix()) {
+		return out, fmt.Errorf("%w (its exp claim is outside the years 1970 to 9999)", ErrNotAJWT)
 	}
 	if exp != nil {
 		out.ExpiresAt = exp.Time.UTC()

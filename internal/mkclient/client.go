@@ -125,7 +125,10 @@ type TransportError struct {
 	// LastStatus is the status of the last answer, if a retryable answer
 	// (429, 5xx) came before the final failure.
 	LastStatus int
-	Err        error
+	// Deadline is set when the caller's context ended the call, rather
+	// than the per-attempt timeout or the network.
+	Deadline bool
+	Err      error
 }
 
 func (e *TransportError) Error() string {
@@ -141,6 +144,14 @@ func (e *TransportError) Error() string {
 		}
 		b.WriteString(")")
 	}
+	if e.Deadline {
+		if errors.Is(e.Err, context.Canceled) {
+			b.WriteString(": the Vault request was cancelled")
+		} else {
+			b.WriteString(": the Vault request's deadline was reached")
+		}
+		return b.String()
+	}
 	fmt.Fprintf(&b, ": %s", describeTransportErr(e.Err))
 	return b.String()
 }
@@ -153,10 +164,6 @@ func describeTransportErr(err error) string {
 	var invalid x509.CertificateInvalidError
 	var recordErr tls.RecordHeaderError
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "the Vault request's deadline was reached: " + err.Error()
-	case errors.Is(err, context.Canceled):
-		return "the Vault request was cancelled"
 	case errors.As(err, &unknownCA):
 		return "TLS certificate signed by an unknown authority (set ca_cert to trust a private CA): " + err.Error()
 	case errors.As(err, &hostErr):
@@ -339,7 +346,8 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 		if resp != nil {
 			resp.Body.Close()
 		}
-		return nil, nil, attempts, &TransportError{Op: op, Attempts: attempts, LastStatus: int(stats.lastStatus.Load()), Err: err}
+		return nil, nil, attempts, &TransportError{Op: op, Attempts: attempts, LastStatus: int(stats.lastStatus.Load()),
+			Deadline: ctx.Err() != nil, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := readLimited(resp.Body)

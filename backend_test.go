@@ -1,0 +1,252 @@
+package metakraftwerk
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
+)
+
+// Test users of the stand-in. The passwords are distinctive so that a leak
+// scan cannot miss them.
+const (
+	testEmail     = "ci@example.com"
+	testPassword  = "pw-CI-9f8e7d6c5b4a"
+	otherEmail    = "ops@example.com"
+	otherPassword = "pw-OPS-1a2b3c4d5e6f"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// testClock is an injectable clock.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// testEnv is a backend on in-memory storage with a captured trace-level
+// log, talking to a real stand-in MetaKraftwerk HTTP server on loopback.
+type testEnv struct {
+	t       *testing.T
+	b       *backend
+	storage *logical.InmemStorage
+	logs    *syncBuffer
+	mk      *devserver.Running
+	// clock is the engine's clock; mkClock the stand-in's (for skew tests).
+	clock   *testClock
+	mkClock *testClock
+	// secrets collects every password and token the test saw, for leak checks.
+	secrets []string
+	// outputs collects every response and error text the test produced.
+	outputs []string
+	mu      sync.Mutex
+}
+
+type envOption func(*devserver.Config)
+
+func withTokenLifetime(d time.Duration) envOption {
+	return func(c *devserver.Config) { c.TokenLifetime = d }
+}
+
+func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
+	t.Helper()
+	clock := &testClock{now: time.Now().UTC().Truncate(time.Second)}
+	mkClock := &testClock{now: clock.Now()}
+	cfg := devserver.Config{
+		Users: []devserver.User{
+			{ID: 7, Email: testEmail, Password: testPassword, Projects: []string{"DEMO_PROJECT", "CI_PROJECT"}},
+			{ID: 8, Email: otherEmail, Password: otherPassword, Projects: []string{"OPS_PROJECT"}},
+		},
+		Now: mkClock.Now,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	mk, err := devserver.Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mk.Close() })
+
+	logs := &syncBuffer{}
+	conf := logical.TestBackendConfig()
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
+	storage := &logical.InmemStorage{}
+	conf.StorageView = storage
+	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.0"}
+	b := newBackend(clock.Now)
+	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	env := &testEnv{t: t, b: b, storage: storage, logs: logs, mk: mk, clock: clock, mkClock: mkClock,
+		secrets: []string{testPassword, otherPassword}}
+	t.Cleanup(env.assertNoLeaks)
+	// Retry fast in tests; the retry tests set their own values.
+	env.mustWrite("config", map[string]any{fieldBaseURL: mk.URL, fieldRequestTimeout: "5s"})
+	return env
+}
+
+// do runs one request against the backend and records what it produced.
+func (e *testEnv) do(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	e.t.Helper()
+	req := &logical.Request{
+		Operation: op,
+		Path:      path,
+		Data:      data,
+		Storage:   e.storage,
+	}
+	resp, err := e.b.HandleRequest(context.Background(), req)
+	e.record(resp, err)
+	return resp, err
+}
+
+func (e *testEnv) record(resp *logical.Response, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		e.outputs = append(e.outputs, err.Error())
+	}
+	if resp == nil {
+		return
+	}
+	// The token belongs in a creds response's access_token field; everything
+	// else the response carries is scanned for it.
+	rest := make(map[string]any, len(resp.Data))
+	for k, v := range resp.Data {
+		if k == fieldAccessToken {
+			if tok, ok := v.(string); ok && tok != "" {
+				e.secrets = append(e.secrets, tok)
+			}
+			continue
+		}
+		rest[k] = v
+	}
+	e.outputs = append(e.outputs, fmt.Sprintf("%v %v", rest, resp.Warnings))
+	if resp.Secret != nil {
+		e.outputs = append(e.outputs, fmt.Sprintf("%v", resp.Secret.InternalData))
+	}
+}
+
+func (e *testEnv) mustWrite(path string, data map[string]any) *logical.Response {
+	e.t.Helper()
+	resp, err := e.do(logical.UpdateOperation, path, data)
+	if err != nil || (resp != nil && resp.IsError()) {
+		e.t.Fatalf("write %s: resp=%v err=%v", path, respErr(resp), err)
+	}
+	return resp
+}
+
+func (e *testEnv) mustRead(path string) *logical.Response {
+	e.t.Helper()
+	resp, err := e.do(logical.ReadOperation, path, nil)
+	if err != nil || resp == nil || resp.IsError() {
+		e.t.Fatalf("read %s: resp=%v err=%v", path, respErr(resp), err)
+	}
+	return resp
+}
+
+func respErr(resp *logical.Response) any {
+	if resp == nil {
+		return nil
+	}
+	if resp.IsError() {
+		return resp.Error()
+	}
+	return resp.Data
+}
+
+// createRole stores a role for the stand-in's CI user (verified).
+func (e *testEnv) createRole(name string, extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}
+	for k, v := range extra {
+		data[k] = v
+	}
+	e.mustWrite("roles/"+name, data)
+}
+
+// assertNoLeaks fails the test when a password or minted token appears in a
+// log line, a response other than the token field itself, or an error.
+func (e *testEnv) assertNoLeaks() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	logs := e.logs.String()
+	all := strings.Join(e.outputs, "\n")
+	for _, s := range e.secrets {
+		if s == "" {
+			continue
+		}
+		if strings.Contains(logs, s) {
+			e.t.Errorf("a secret (%d chars, starts %.4s…) appears in the plugin log", len(s), s)
+		}
+		if strings.Contains(all, s) {
+			e.t.Errorf("a secret (%d chars, starts %.4s…) appears in a response or error", len(s), s)
+		}
+	}
+}
+
+// errorText returns the user-visible error of a handler result.
+func errorText(resp *logical.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if resp != nil && resp.IsError() {
+		return resp.Error().Error()
+	}
+	return ""
+}
+
+func TestFactoryAndPaths(t *testing.T) {
+	conf := logical.TestBackendConfig()
+	conf.StorageView = &logical.InmemStorage{}
+	b, err := Factory(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Type() != logical.TypeLogical {
+		t.Fatalf("type = %v", b.Type())
+	}
+	special := b.SpecialPaths()
+	if got := strings.Join(special.SealWrapStorage, ","); got != "config,roles/" {
+		t.Fatalf("SealWrapStorage = %q", got)
+	}
+	if v := b.(*backend).RunningVersion; v != Version || v == "" {
+		t.Fatalf("RunningVersion = %q", v)
+	}
+}

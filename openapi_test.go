@@ -1,0 +1,82 @@
+package metakraftwerk
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestOpenAPIGolden pins the API surface: paths, fields, operations and
+// their OpenAPI ids. A change here is a change operators' scripts see; run
+// `go test -run TestOpenAPIGolden -update .` and review the diff.
+func TestOpenAPIGolden(t *testing.T) {
+	env := newTestBackend(t)
+	resp, err := env.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.HelpOperation, Path: "", Storage: env.storage,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, ok := resp.Data["openapi"]
+	if !ok {
+		t.Fatal("no openapi document in root help")
+	}
+	got, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	golden := filepath.Join("testdata", "openapi.golden.json")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("OpenAPI document differs from %s; run with -update and review the diff", golden)
+	}
+	for _, id := range []string{"metakraftwerk-configure", "metakraftwerk-read-configuration", "metakraftwerk-write-role",
+		"metakraftwerk-list-roles", "metakraftwerk-generate-credentials"} {
+		if !strings.Contains(string(got), `"operationId": "`+id+`"`) {
+			t.Errorf("operation id %q missing", id)
+		}
+	}
+}
+
+func TestHelpOnEveryPath(t *testing.T) {
+	env := newTestBackend(t)
+	for _, p := range env.b.Paths {
+		if strings.TrimSpace(p.HelpSynopsis) == "" || strings.TrimSpace(p.HelpDescription) == "" {
+			t.Errorf("path %q lacks help", p.Pattern)
+		}
+	}
+	for _, path := range []string{"config", "roles/x", "roles/", "creds/x"} {
+		resp, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.HelpOperation, Path: path, Storage: env.storage})
+		if err != nil || resp == nil || resp.Data["help"] == "" {
+			t.Errorf("help %s: %v %v", path, resp, err)
+		}
+	}
+	// Sensitive fields are marked so that UIs mask them.
+	role := env.b.Route("roles/x")
+	if role.Fields[fieldPassword].DisplayAttrs == nil || !role.Fields[fieldPassword].DisplayAttrs.Sensitive {
+		t.Error("password is not marked sensitive")
+	}
+	if credsResponseFields[fieldAccessToken].DisplayAttrs == nil || !credsResponseFields[fieldAccessToken].DisplayAttrs.Sensitive {
+		t.Error("access_token is not marked sensitive")
+	}
+}

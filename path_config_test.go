@@ -1,0 +1,225 @@
+package metakraftwerk
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestConfigDefaultsWithoutStoredConfig(t *testing.T) {
+	env := newTestBackend(t)
+	if _, err := env.do(logical.DeleteOperation, "config", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := env.mustRead("config").Data
+	want := map[string]any{
+		fieldBaseURL:        "https://app.metakraftwerk.com",
+		fieldCACert:         "",
+		fieldRequestTimeout: int64(30),
+		fieldMaxRetries:     3,
+		fieldExpiryLeeway:   int64(60),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("config read = %#v, want %#v", got, want)
+	}
+	exists, err := env.b.pathConfigExists(context.Background(), &logical.Request{Storage: env.storage}, nil)
+	if err != nil || exists {
+		t.Fatalf("exists = %v, %v; want false with no stored config", exists, err)
+	}
+}
+
+func TestConfigWriteReadPartialUpdateDelete(t *testing.T) {
+	env := newTestBackend(t)
+	env.mustWrite("config", map[string]any{
+		fieldBaseURL: "https://mk.example.com/base/", fieldRequestTimeout: "10s",
+		fieldMaxRetries: 5, fieldExpiryLeeway: "2m",
+	})
+	// Partial update: only max_retries changes.
+	env.mustWrite("config", map[string]any{fieldMaxRetries: 0})
+	got := env.mustRead("config").Data
+	if got[fieldBaseURL] != "https://mk.example.com/base" {
+		t.Errorf("base_url = %v; trailing slash must be dropped", got[fieldBaseURL])
+	}
+	if got[fieldRequestTimeout] != int64(10) || got[fieldMaxRetries] != 0 || got[fieldExpiryLeeway] != int64(120) {
+		t.Errorf("config after partial update = %#v", got)
+	}
+	exists, err := env.b.pathConfigExists(context.Background(), &logical.Request{Storage: env.storage}, nil)
+	if err != nil || !exists {
+		t.Fatalf("exists = %v, %v", exists, err)
+	}
+	if _, err := env.do(logical.DeleteOperation, "config", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.mustRead("config").Data[fieldBaseURL]; got != "https://app.metakraftwerk.com" {
+		t.Errorf("after delete base_url = %v, want the default", got)
+	}
+}
+
+func TestConfigLoopbackHTTPAllowed(t *testing.T) {
+	env := newTestBackend(t)
+	for _, u := range []string{"http://localhost:8080", "http://127.0.0.1", "http://127.9.9.9:1/x", "http://[::1]:9000"} {
+		env.mustWrite("config", map[string]any{fieldBaseURL: u})
+		if got := env.mustRead("config").Data[fieldBaseURL]; got != u {
+			t.Errorf("base_url %q read back as %v", u, got)
+		}
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name  string
+		data  map[string]any
+		field string
+	}{
+		{"empty url", map[string]any{fieldBaseURL: ""}, fieldBaseURL},
+		{"relative url", map[string]any{fieldBaseURL: "app.metakraftwerk.com"}, fieldBaseURL},
+		{"ftp", map[string]any{fieldBaseURL: "ftp://mk.example.com"}, fieldBaseURL},
+		{"http to a remote host", map[string]any{fieldBaseURL: "http://mk.example.com"}, fieldBaseURL},
+		{"http to a private address", map[string]any{fieldBaseURL: "http://10.0.0.1"}, fieldBaseURL},
+		{"http to localhost lookalike", map[string]any{fieldBaseURL: "http://localhost.evil.com"}, fieldBaseURL},
+		{"query", map[string]any{fieldBaseURL: "https://mk.example.com/?a=b"}, fieldBaseURL},
+		{"fragment", map[string]any{fieldBaseURL: "https://mk.example.com/#x"}, fieldBaseURL},
+		{"credentials", map[string]any{fieldBaseURL: "https://u:p@mk.example.com"}, fieldBaseURL},
+		{"bad port", map[string]any{fieldBaseURL: "https://mk.example.com:99999"}, fieldBaseURL},
+		{"garbage pem", map[string]any{fieldCACert: "not a pem"}, fieldCACert},
+		{"key instead of cert", map[string]any{fieldCACert: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, fieldCACert},
+		{"broken cert", map[string]any{fieldCACert: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, fieldCACert},
+		{"zero timeout", map[string]any{fieldRequestTimeout: 0}, fieldRequestTimeout},
+		{"negative timeout", map[string]any{fieldRequestTimeout: "-5s"}, fieldRequestTimeout},
+		{"huge timeout", map[string]any{fieldRequestTimeout: "1000h"}, fieldRequestTimeout},
+		{"timeout not a duration", map[string]any{fieldRequestTimeout: "soon"}, fieldRequestTimeout},
+		{"negative retries", map[string]any{fieldMaxRetries: -1}, fieldMaxRetries},
+		{"too many retries", map[string]any{fieldMaxRetries: 11}, fieldMaxRetries},
+		{"retries not a number", map[string]any{fieldMaxRetries: "many"}, fieldMaxRetries},
+		{"negative leeway", map[string]any{fieldExpiryLeeway: "-1s"}, fieldExpiryLeeway},
+		{"leeway beyond token life", map[string]any{fieldExpiryLeeway: "20h"}, fieldExpiryLeeway},
+		{"unknown field", map[string]any{"base_ur": "https://x.example.com"}, "base_ur"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newTestBackend(t)
+			env.mustWrite("config", map[string]any{fieldBaseURL: "https://before.example.com", fieldMaxRetries: 2})
+			before := env.mustRead("config").Data
+			resp, err := env.do(logical.UpdateOperation, "config", tt.data)
+			if err != nil {
+				t.Fatalf("want a 400, got error %v", err)
+			}
+			if resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got %#v", resp)
+			}
+			if msg := resp.Error().Error(); !strings.Contains(msg, tt.field) {
+				t.Errorf("error %q does not name field %q", msg, tt.field)
+			}
+			if after := env.mustRead("config").Data; !reflect.DeepEqual(before, after) {
+				t.Errorf("stored config changed by a rejected write:\nbefore %#v\nafter  %#v", before, after)
+			}
+		})
+	}
+}
+
+func TestConfigCollectsEveryProblem(t *testing.T) {
+	env := newTestBackend(t)
+	resp, _ := env.do(logical.UpdateOperation, "config", map[string]any{
+		fieldBaseURL: "http://mk.example.com", fieldMaxRetries: 99, fieldExpiryLeeway: "21h",
+	})
+	msg := errorText(resp, nil)
+	for _, f := range []string{fieldBaseURL, fieldMaxRetries, fieldExpiryLeeway} {
+		if !strings.Contains(msg, f) {
+			t.Errorf("error %q does not name %s", msg, f)
+		}
+	}
+}
+
+func TestConfigStorageFailureKeepsState(t *testing.T) {
+	env := newTestBackend(t)
+	before := env.mustRead("config").Data
+	env.storage.Underlying().FailPut(true)
+	resp, err := env.do(logical.UpdateOperation, "config", map[string]any{fieldMaxRetries: 7})
+	if err == nil {
+		t.Fatalf("want an error when storage fails, got %#v", resp)
+	}
+	env.storage.Underlying().FailPut(false)
+	if after := env.mustRead("config").Data; !reflect.DeepEqual(before, after) {
+		t.Errorf("config changed although the write failed: %#v", after)
+	}
+
+	env.storage.Underlying().FailGet(true)
+	if _, err := env.do(logical.ReadOperation, "config", nil); err == nil {
+		t.Error("want an error when storage reads fail")
+	}
+	env.storage.Underlying().FailGet(false)
+
+	env.storage.Underlying().FailDelete(true)
+	if _, err := env.do(logical.DeleteOperation, "config", nil); err == nil {
+		t.Error("want an error when storage deletes fail")
+	}
+	env.storage.Underlying().FailDelete(false)
+}
+
+// newTestCA returns a self-signed CA certificate in PEM.
+func newTestCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func TestConfigCACertRoundTripAndClear(t *testing.T) {
+	env := newTestBackend(t)
+	ca := newTestCA(t)
+	env.mustWrite("config", map[string]any{fieldCACert: ca + ca})
+	if got := env.mustRead("config").Data[fieldCACert]; got != strings.TrimSpace(ca+ca) {
+		t.Errorf("ca_cert read back differently")
+	}
+	env.mustWrite("config", map[string]any{fieldCACert: ""})
+	if got := env.mustRead("config").Data[fieldCACert]; got != "" {
+		t.Errorf("ca_cert not cleared: %v", got)
+	}
+}
+
+func TestConfigChangeRebuildsClient(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci")
+	first, _, _ := env.b.getClient(context.Background(), env.storage)
+	env.mustWrite("config", map[string]any{fieldMaxRetries: 1})
+	second, cfg, _ := env.b.getClient(context.Background(), env.storage)
+	if first == second {
+		t.Fatal("client was not rebuilt after a config write")
+	}
+	if cfg.MaxRetries != 1 {
+		t.Fatalf("rebuilt client uses max_retries %d", cfg.MaxRetries)
+	}
+	// Invalidate (a replicated write) drops it too.
+	env.b.invalidate(context.Background(), configStorageKey)
+	third, _, _ := env.b.getClient(context.Background(), env.storage)
+	if third == second {
+		t.Fatal("client was not rebuilt after Invalidate(config)")
+	}
+}
+
+func certPEM(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}

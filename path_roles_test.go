@@ -1,0 +1,288 @@
+package metakraftwerk
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
+)
+
+func TestRoleCreateReadListDelete(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("team-a-ci", map[string]any{
+		fieldDescription: "CI of team A", fieldTTL: "1h", fieldMaxTTL: "2h",
+		fieldProjects: "DEMO_PROJECT, CI_PROJECT", fieldReuseTokens: true, fieldReuseMinRemaining: "30m",
+	})
+	got := env.mustRead("roles/team-a-ci").Data
+	want := map[string]any{
+		fieldEmail: testEmail, fieldPasswordSet: true, fieldTTL: int64(3600), fieldMaxTTL: int64(7200),
+		fieldDescription: "CI of team A", fieldProjects: []string{"DEMO_PROJECT", "CI_PROJECT"},
+		fieldReuseTokens: true, fieldReuseMinRemaining: int64(1800),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("role read = %#v\nwant %#v", got, want)
+	}
+	if _, ok := got[fieldPassword]; ok {
+		t.Fatal("role read returned the password field")
+	}
+
+	env.createRole("team-b-ci", nil)
+	resp, err := env.do(logical.ListOperation, "roles/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := resp.Data["keys"]; !reflect.DeepEqual(keys, []string{"team-a-ci", "team-b-ci"}) {
+		t.Fatalf("list = %v", keys)
+	}
+
+	if _, err := env.do(logical.DeleteOperation, "roles/team-a-ci", nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = env.do(logical.ReadOperation, "roles/team-a-ci", nil)
+	if err != nil || resp != nil {
+		t.Fatalf("read of deleted role = %#v, %v; want 404 (nil, nil)", resp, err)
+	}
+}
+
+func TestRoleDefaults(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	got := env.mustRead("roles/ci").Data
+	if got[fieldTTL] != int64(0) || got[fieldMaxTTL] != int64(0) || got[fieldReuseTokens] != false ||
+		got[fieldReuseMinRemaining] != int64(3600) || !reflect.DeepEqual(got[fieldProjects], []string{}) {
+		t.Fatalf("defaults = %#v", got)
+	}
+}
+
+func TestRoleExistenceCheck(t *testing.T) {
+	env := newTestBackend(t)
+	check := func(name string) bool {
+		t.Helper()
+		p := env.b.Route("roles/" + name)
+		fd := &framework.FieldData{Raw: map[string]any{fieldName: name}, Schema: p.Fields}
+		ok, err := env.b.pathRoleExists(context.Background(), &logical.Request{Storage: env.storage}, fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if check("ci") {
+		t.Fatal("role exists before creation")
+	}
+	env.createRole("ci", nil)
+	if !check("ci") {
+		t.Fatal("role does not exist after creation")
+	}
+}
+
+func TestRolePartialUpdate(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldDescription: "first", fieldTTL: "1h", fieldProjects: "DEMO_PROJECT"})
+	stats := env.mk.Stats().Logins
+	// Only the description changes: no login, everything else kept.
+	env.mustWrite("roles/ci", map[string]any{fieldDescription: "second"})
+	if n := env.mk.Stats().Logins; n != stats {
+		t.Errorf("a description-only update logged in (%d -> %d)", stats, n)
+	}
+	got := env.mustRead("roles/ci").Data
+	if got[fieldDescription] != "second" || got[fieldTTL] != int64(3600) || got[fieldEmail] != testEmail ||
+		!reflect.DeepEqual(got[fieldProjects], []string{"DEMO_PROJECT"}) {
+		t.Fatalf("after partial update = %#v", got)
+	}
+	role, err := getRole(context.Background(), env.storage, "ci")
+	if err != nil || role.Password != testPassword {
+		t.Fatalf("password not kept across a partial update")
+	}
+	// Changing the login verifies again.
+	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldProjects: ""})
+	if n := env.mk.Stats().Logins; n != stats+1 {
+		t.Errorf("changing the login made %d logins, want 1", n-stats)
+	}
+	if got := env.mustRead("roles/ci").Data[fieldEmail]; got != otherEmail {
+		t.Errorf("email = %v", got)
+	}
+}
+
+func TestRoleValidation(t *testing.T) {
+	long := strings.Repeat("a", 200)
+	tests := []struct {
+		name   string
+		role   string
+		data   map[string]any
+		field  string
+		create bool
+	}{
+		{"missing email on create", "new", map[string]any{fieldPassword: "x"}, fieldEmail, true},
+		{"missing password on create", "new", map[string]any{fieldEmail: testEmail}, fieldPassword, true},
+		{"bad email", "ci", map[string]any{fieldEmail: "not-an-email"}, fieldEmail, false},
+		{"email with display name", "ci", map[string]any{fieldEmail: "CI <ci@example.com>"}, fieldEmail, false},
+		{"email without domain", "ci", map[string]any{fieldEmail: "ci@"}, fieldEmail, false},
+		{"empty email", "ci", map[string]any{fieldEmail: ""}, fieldEmail, false},
+		{"empty password", "ci", map[string]any{fieldPassword: ""}, fieldPassword, false},
+		{"huge password", "ci", map[string]any{fieldPassword: strings.Repeat("p", 2000)}, fieldPassword, false},
+		{"negative ttl", "ci", map[string]any{fieldTTL: "-1h"}, fieldTTL, false},
+		{"ttl over max_ttl", "ci", map[string]any{fieldTTL: "2h", fieldMaxTTL: "1h"}, fieldTTL, false},
+		{"ttl not a duration", "ci", map[string]any{fieldTTL: "forever"}, fieldTTL, false},
+		{"negative max_ttl", "ci", map[string]any{fieldMaxTTL: "-1s"}, fieldMaxTTL, false},
+		{"reuse_min_remaining over lifetime", "ci", map[string]any{fieldReuseMinRemaining: "21h"}, fieldReuseMinRemaining, false},
+		{"reuse_tokens not a bool", "ci", map[string]any{fieldReuseTokens: "perhaps"}, fieldReuseTokens, false},
+		{"empty project name", "ci", map[string]any{fieldProjects: []string{"A", " "}}, fieldProjects, false},
+		{"huge description", "ci", map[string]any{fieldDescription: strings.Repeat("d", 2000)}, fieldDescription, false},
+		{"unknown field", "ci", map[string]any{"passwort": "x"}, "passwort", false},
+		{"name with slash", "a/b", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},
+		{"name with space", "a b", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},
+		{"name starting with dot", ".ci", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},
+		{"name too long", long, map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newTestBackend(t)
+			env.createRole("ci", map[string]any{fieldDescription: "keep"})
+			before := env.mustRead("roles/ci").Data
+			resp, err := env.do(logical.UpdateOperation, "roles/"+tt.role, tt.data)
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400, got resp=%#v err=%v", resp, err)
+			}
+			if msg := resp.Error().Error(); !strings.Contains(msg, tt.field) {
+				t.Errorf("error %q does not name %q", msg, tt.field)
+			}
+			if after := env.mustRead("roles/ci").Data; !reflect.DeepEqual(before, after) {
+				t.Errorf("role changed by a rejected write:\nbefore %#v\nafter  %#v", before, after)
+			}
+			if tt.create {
+				resp, _ := env.do(logical.ListOperation, "roles/", nil)
+				if keys := resp.Data["keys"]; !reflect.DeepEqual(keys, []string{"ci"}) {
+					t.Errorf("a rejected create stored something: %v", keys)
+				}
+			}
+		})
+	}
+}
+
+func TestRoleBadNameOnReadAndDelete(t *testing.T) {
+	env := newTestBackend(t)
+	for _, op := range []logical.Operation{logical.ReadOperation, logical.DeleteOperation} {
+		resp, err := env.do(op, "roles/bad name", nil)
+		if msg := errorText(resp, err); err != nil || !strings.Contains(msg, fieldName) {
+			t.Errorf("%s: want a 400 naming %s, got %q (err %v)", op, fieldName, msg, err)
+		}
+	}
+}
+
+func TestRoleVerify(t *testing.T) {
+	t.Run("wrong password is rejected and nothing stored", func(t *testing.T) {
+		env := newTestBackend(t)
+		resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: "wrong-" + testPassword})
+		env.secrets = append(env.secrets, "wrong-"+testPassword)
+		msg := errorText(resp, err)
+		if err != nil || !strings.Contains(msg, `MetaKraftwerk rejected the login for role "ci": Invalid login`) {
+			t.Fatalf("got %q (err %v)", msg, err)
+		}
+		if r, _ := env.do(logical.ReadOperation, "roles/ci", nil); r != nil {
+			t.Fatal("role stored despite a rejected login")
+		}
+	})
+	t.Run("verify=false stores without contacting MetaKraftwerk", func(t *testing.T) {
+		env := newTestBackend(t)
+		before := env.mk.Stats().LoginRequests
+		env.mustWrite("roles/ci", map[string]any{fieldEmail: "nobody@example.com", fieldPassword: "whatever", fieldVerify: false})
+		if n := env.mk.Stats().LoginRequests; n != before {
+			t.Fatalf("verify=false made %d login requests", n-before)
+		}
+		if _, ok := env.mustRead("roles/ci").Data[fieldVerify]; ok {
+			t.Fatal("verify must not be stored")
+		}
+	})
+	t.Run("visible projects pass", func(t *testing.T) {
+		env := newTestBackend(t)
+		env.createRole("ci", map[string]any{fieldProjects: "DEMO_PROJECT,CI_PROJECT"})
+	})
+	t.Run("missing project is named and nothing stored", func(t *testing.T) {
+		env := newTestBackend(t)
+		resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{
+			fieldEmail: testEmail, fieldPassword: testPassword, fieldProjects: "DEMO_PROJECT,OPS_PROJECT",
+		})
+		msg := errorText(resp, err)
+		if err != nil || !strings.Contains(msg, `"OPS_PROJECT" (not visible)`) || strings.Contains(msg, `"DEMO_PROJECT"`) {
+			t.Fatalf("got %q (err %v)", msg, err)
+		}
+		if r, _ := env.do(logical.ReadOperation, "roles/ci", nil); r != nil {
+			t.Fatal("role stored despite a missing project")
+		}
+	})
+	t.Run("update to a missing project keeps the old role", func(t *testing.T) {
+		env := newTestBackend(t)
+		env.createRole("ci", map[string]any{fieldProjects: "DEMO_PROJECT"})
+		resp, _ := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldProjects: "NOPE"})
+		if !strings.Contains(errorText(resp, nil), `"NOPE"`) {
+			t.Fatalf("got %q", errorText(resp, nil))
+		}
+		if got := env.mustRead("roles/ci").Data[fieldProjects]; !reflect.DeepEqual(got, []string{"DEMO_PROJECT"}) {
+			t.Fatalf("projects = %v", got)
+		}
+	})
+	t.Run("upstream down gives a 502 and nothing stored", func(t *testing.T) {
+		env := newTestBackend(t)
+		env.mustWrite("config", map[string]any{fieldMaxRetries: 0})
+		env.mk.SetFaults(devserver.Faults{FailNext: 1, FailStatus: 503})
+		resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword})
+		if statusOf(resp, err) != 502 || !strings.Contains(errorText(resp, err), "verify") {
+			t.Fatalf("status %d, %q", statusOf(resp, err), errorText(resp, err))
+		}
+		if r, _ := env.do(logical.ReadOperation, "roles/ci", nil); r != nil {
+			t.Fatal("role stored although verification could not run")
+		}
+	})
+}
+
+func TestRoleStorageFailures(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldDescription: "kept"})
+	env.storage.Underlying().FailPut(true)
+	resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldDescription: "lost"})
+	if err == nil {
+		t.Fatalf("want an error, got %#v", resp)
+	}
+	env.storage.Underlying().FailPut(false)
+	if got := env.mustRead("roles/ci").Data[fieldDescription]; got != "kept" {
+		t.Fatalf("description = %v", got)
+	}
+	env.storage.Underlying().FailList(true)
+	if _, err := env.do(logical.ListOperation, "roles/", nil); err == nil {
+		t.Error("list: want an error when storage fails")
+	}
+	env.storage.Underlying().FailList(false)
+	env.storage.Underlying().FailGet(true)
+	for _, p := range []string{"roles/ci", "creds/ci"} {
+		if _, err := env.do(logical.ReadOperation, p, nil); err == nil {
+			t.Errorf("%s: want an error when storage fails", p)
+		}
+	}
+	env.storage.Underlying().FailGet(false)
+	env.storage.Underlying().FailDelete(true)
+	if _, err := env.do(logical.DeleteOperation, "roles/ci", nil); err == nil {
+		t.Error("delete: want an error when storage fails")
+	}
+	env.storage.Underlying().FailDelete(false)
+	env.mustRead("roles/ci")
+}
+
+func TestRoleReadNeverShowsPassword(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	resp := env.mustRead("roles/ci")
+	if s := fmtResp(resp); strings.Contains(s, testPassword) {
+		t.Fatal("role read contains the password")
+	}
+	if resp.Data[fieldPasswordSet] != true {
+		t.Fatal("password_set is not true")
+	}
+}
+
+func fmtResp(resp *logical.Response) string { return fmt.Sprint(resp.Data) }
