@@ -62,6 +62,9 @@ type Config struct {
 	Logger *log.Logger
 	// Now is the server's clock (default time.Now).
 	Now func() time.Time
+	// OnIssue, when set, is called with every access token issued (tests
+	// use it to know every token that must never leak).
+	OnIssue func(token string)
 }
 
 // Mode makes successful logins answer in a broken way.
@@ -150,6 +153,7 @@ type Server struct {
 	lifetime time.Duration
 	logger   *log.Logger
 	now      func() time.Time
+	onIssue  func(string)
 
 	mu     sync.Mutex
 	faults Faults
@@ -175,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 		lifetime: cfg.TokenLifetime,
 		logger:   cfg.Logger,
 		now:      cfg.Now,
+		onIssue:  cfg.OnIssue,
 		closing:  make(chan struct{}),
 		stats:    Stats{LoginsByUser: map[string]int64{}},
 	}
@@ -489,6 +494,9 @@ func (s *Server) answerLogin(w http.ResponseWriter, user User, f Faults) {
 		signed = "opaque-" + newUUID()
 	}
 
+	if s.onIssue != nil {
+		s.onIssue(signed)
+	}
 	s.mu.Lock()
 	s.stats.Logins++
 	s.stats.LoginsByUser[user.Email]++
