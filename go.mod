@@ -1,6 +1,6 @@
 module github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
@@ -9,7 +9,7 @@ require (
 	github.com/hashicorp/go-retryablehttp v0.7.8
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/hashicorp/vault/sdk v0.20.0
-	golang.org/x/sync v0.25.0
+	golang.org/x/sync v0.18.0
 )
 
 require (
