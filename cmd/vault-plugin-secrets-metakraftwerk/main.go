@@ -3,30 +3,65 @@
 package main
 
 import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
+	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/sdk/plugin"
 
 	metakraftwerk "github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
+// pprofEnv, when set in the plugin's environment (vault plugin register
+// -env=METAKRAFTWERK_PLUGIN_PPROF_ADDR=127.0.0.1:6061), serves Go's pprof
+// handlers on that loopback address for profiling. Off by default.
+const pprofEnv = "METAKRAFTWERK_PLUGIN_PPROF_ADDR"
+
 func main() {
+	logger := hclog.New(&hclog.LoggerOptions{})
 	meta := &api.PluginAPIClientMeta{}
 	flags := meta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {
-		fatal(err)
+		fatal(logger, err)
+	}
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		if err := servePprof(addr); err != nil {
+			fatal(logger, err)
+		}
 	}
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
 		BackendFactoryFunc: metakraftwerk.Factory,
 		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),
 	}); err != nil {
-		fatal(err)
+		fatal(logger, err)
 	}
 }
 
-func fatal(err error) {
-	hclog.New(&hclog.LoggerOptions{}).Error("plugin shutting down", "error", err)
+func servePprof(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || !mkclient.IsLoopbackHost(host) {
+		return fmt.Errorf("%s=%q: must be a loopback host:port", pprofEnv, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pprofEnv, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return nil
+}
+
+func fatal(logger hclog.Logger, err error) {
+	logger.Error("plugin shutting down", "error", err)
 	os.Exit(1)
 }
