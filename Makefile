@@ -44,10 +44,15 @@ unit: ## go vet, gofmt check, unit tests with -race (fuzz seeds included)
 	  if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 
+E2E_ENV = VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)"
+
 .PHONY: e2e
 e2e: build ## end-to-end suite: real vault binary, real plugin process, stand-in MetaKraftwerk
-	VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" \
-	  $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/...
+	$(E2E_ENV) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/...
+
+.PHONY: e2e-ha
+e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
+	$(E2E_ENV) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -run 'TestHAClusterFailover' ./e2e/...
 
 .PHONY: test
 test: unit e2e ## unit + end-to-end (what CI runs)
@@ -72,6 +77,10 @@ up: build ## bring up the local stack and keep it running (prints VAULT_ADDR/VAU
 .PHONY: down
 down: ## tear down the local stack started by `make up`
 	bootstrap/stack.sh down
+
+.PHONY: bench
+bench: build ## side-by-side benchmark on the local stack; results in .bench/ (outside git)
+	$(GO) run ./bench -repo $(CURDIR) -out $(CURDIR)/.bench
 
 .PHONY: release
 release: ## cross-compile the plugin for all platforms with SHA256SUMS into dist/

@@ -3,7 +3,9 @@ package metakraftwerk
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -257,4 +259,18 @@ func secretKind(s string) string {
 		return fmt.Sprintf("token, %d chars", len(s))
 	}
 	return fmt.Sprintf("password, %d chars", len(s))
+}
+
+// statusOf returns the HTTP status a handler result maps to.
+func statusOf(resp *logical.Response, err error) int {
+	var coded logical.HTTPCodedError
+	switch {
+	case errors.As(err, &coded):
+		return coded.Code()
+	case err != nil:
+		return http.StatusInternalServerError
+	case resp != nil && resp.IsError():
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -123,20 +122,6 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		"expires_at", l.ExpiresAt.UTC().Format(time.RFC3339), "lease_ttl", l.TTL.String(),
 		"reused", reused, "upstream_latency", tok.Latency.String(), "attempts", tok.Attempts)
 	return resp, nil
-}
-
-// statusOf returns the HTTP status a handler result maps to (for tests and logs).
-func statusOf(resp *logical.Response, err error) int {
-	var coded logical.HTTPCodedError
-	switch {
-	case errors.As(err, &coded):
-		return coded.Code()
-	case err != nil:
-		return http.StatusInternalServerError
-	case resp != nil && resp.IsError():
-		return http.StatusBadRequest
-	}
-	return http.StatusOK
 }
 
 const pathCredsHelpSyn = `Mint a MetaKraftwerk access token for a role.`

@@ -40,10 +40,15 @@ func (c *tokenCache) usable(role string, now time.Time, minRemaining time.Durati
 	return t
 }
 
-// version identifies the cache state of role for a later conditional store.
+// version identifies the cache state of role for a later conditional store;
+// it doubles as the role's singleflight key.
 func (c *tokenCache) version(role string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.versionLocked(role)
+}
+
+func (c *tokenCache) versionLocked(role string) string {
 	return fmt.Sprintf("%s\x00%d\x00%d", role, c.epoch, c.versions[role])
 }
 
@@ -51,7 +56,7 @@ func (c *tokenCache) version(role string) string {
 func (c *tokenCache) storeIf(role, version string, t *issuedToken) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if fmt.Sprintf("%s\x00%d\x00%d", role, c.epoch, c.versions[role]) == version {
+	if c.versionLocked(role) == version {
 		c.entries[role] = t
 	}
 }

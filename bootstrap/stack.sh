@@ -30,7 +30,7 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_vault_port() {
 	local p
 	for _ in $(seq 1 200); do
-		p=$(((RANDOM % 20000) + 20000))
+		p=$(((RANDOM % 12000) + 20000)) # below the ephemeral range, where port-0 listeners land
 		if port_free "$p" && port_free "$((p + 1))"; then
 			echo "$p"
 			return

@@ -386,7 +386,7 @@ func TestReuseCoalescesThousandReads(t *testing.T) {
 	s := NewStack(t, StackOptions{})
 	s.CreateRole("reusing", teamAEmail, teamAPassword, "reuse_tokens=true")
 	s.CreateRole("fresh", teamBEmail, teamBPassword)
-	client := s.API(rootToken)
+	client := s.API(s.Token)
 
 	run := func(role string, n, concurrency int) (errs int) {
 		var wg sync.WaitGroup

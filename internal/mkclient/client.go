@@ -438,12 +438,6 @@ func (c *Client) Projects(ctx context.Context, accessToken string) ([]Project, e
 	return DecodeProjects(body)
 }
 
-// ProjectURL returns the URL of the project list, for documentation and tests.
-func (c *Client) ProjectURL() string { return c.baseURL + "/api/v1/projects" }
-
-// BaseURL returns the normalised base URL the client talks to.
-func (c *Client) BaseURL() string { return c.baseURL }
-
 // ValidateBaseURL checks and normalises a base URL: absolute, http(s), https
 // unless the host is loopback, no credentials, query or fragment. The
 // returned URL has no trailing slash.

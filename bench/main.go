@@ -1,0 +1,437 @@
+// Command bench is `make bench`: it brings up the demo's stack (stand-in
+// MetaKraftwerk + Vault dev server with the plugin, on loopback) and
+// measures, in one run against the same Vault over loopback HTTP:
+//
+//   - KV v2 read (the floor of any Vault read),
+//   - a direct POST /authentication to the stand-in (the floor of any mint),
+//   - creds read with reuse_tokens=false,
+//   - creds read with reuse_tokens=true,
+//
+// each at concurrency 1 and 32, with the stand-in's login latency at 0 ms and
+// 50 ms: p50/p95/p99 latency, reads/s, upstream logins per 1,000 reads, and
+// the plugin process's RSS after 10,000 creds reads. It prints a table and
+// writes it, with machine info and versions, to a results file outside git.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type stack struct {
+	vaultAddr, token, mkURL string
+	stateDir                string
+}
+
+type result struct {
+	Scenario    string
+	Concurrency int
+	LatencyMS   int
+	N           int
+	Errors      int64
+	P50, P95    time.Duration
+	P99         time.Duration
+	PerSec      float64
+	LoginsPerK  float64 // -1 when not applicable
+}
+
+var client = &http.Client{
+	Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute},
+	Timeout:   2 * time.Minute,
+}
+
+func main() {
+	repo := flag.String("repo", ".", "repository root")
+	out := flag.String("out", ".bench", "directory for the results file (outside git)")
+	scale := flag.Float64("scale", 1, "multiply the number of requests per cell")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+
+	st, cleanup := bringUp(*repo)
+	defer cleanup()
+	// Tear down on Ctrl-C too.
+	go func() {
+		sig := make(chan os.Signal, 1)
+		notify(sig)
+		<-sig
+		cleanup()
+		os.Exit(130)
+	}()
+
+	must(vaultWrite(st, "secret/data/bench", `{"data":{"k":"v"}}`))
+	must(vaultWrite(st, "metakraftwerk/roles/bench-fresh", `{"email":"team-a-ci@example.com","password":"demo-team-a-password"}`))
+	must(vaultWrite(st, "metakraftwerk/roles/bench-reuse", `{"email":"team-b-ci@example.com","password":"demo-team-b-password","reuse_tokens":true}`))
+
+	type scenario struct {
+		name   string
+		do     func() error
+		logins string // stand-in user whose logins are counted
+	}
+	scenarios := []scenario{
+		{"KV v2 read", func() error { return vaultGet(st, "secret/data/bench") }, ""},
+		{"direct login (stand-in)", func() error { return directLogin(st) }, "team-a-ci@example.com"},
+		{"creds, reuse_tokens=false", func() error { return vaultGet(st, "metakraftwerk/creds/bench-fresh") }, "team-a-ci@example.com"},
+		{"creds, reuse_tokens=true", func() error { return vaultGet(st, "metakraftwerk/creds/bench-reuse") }, "team-b-ci@example.com"},
+	}
+
+	var results []result
+	for _, latency := range []time.Duration{0, 50 * time.Millisecond} {
+		must(setLatency(st, latency))
+		for _, sc := range scenarios {
+			for _, conc := range []int{1, 32} {
+				n := cellSize(conc, latency, *scale)
+				// Warm up connections and caches.
+				_, _ = run(sc.do, conc, conc*2)
+				before := logins(st, sc.logins)
+				r, lat := run(sc.do, conc, n)
+				res := summarize(sc.name, conc, latency, n, r, lat)
+				res.LoginsPerK = -1
+				if sc.logins != "" {
+					res.LoginsPerK = float64(logins(st, sc.logins)-before) * 1000 / float64(n)
+				}
+				results = append(results, res)
+				log.Printf("%-26s c=%-2d upstream=%-4s p50=%-9s reads/s=%.0f errors=%d",
+					sc.name, conc, latency, res.P50.Round(time.Microsecond), res.PerSec, res.Errors)
+			}
+		}
+	}
+
+	// Memory: 10,000 creds reads without reuse at concurrency 32, 0 ms upstream.
+	must(setLatency(st, 0))
+	pid := pluginPID(st)
+	rssBefore := rss(pid)
+	_, _ = run(scenarios[2].do, 32, 10000)
+	rssAfter := rss(pid)
+
+	report := render(st, results, rssBefore, rssAfter)
+	fmt.Print(report)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	file := filepath.Join(*out, "results-"+time.Now().UTC().Format("20060102T150405Z")+".md")
+	if err := os.WriteFile(file, []byte(report), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("\nwritten to %s\n", file)
+}
+
+func cellSize(conc int, latency time.Duration, scale float64) int {
+	n := 2000
+	switch {
+	case conc == 1 && latency > 0:
+		n = 100
+	case conc == 1:
+		n = 1000
+	case latency > 0:
+		n = 1000
+	}
+	return max(int(float64(n)*scale), 10)
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func bringUp(repo string) (*stack, func()) {
+	state, err := os.MkdirTemp("", "metakraftwerk-bench.")
+	must(err)
+	script := filepath.Join(repo, "bootstrap", "stack.sh")
+	env := append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+state)
+	up := exec.Command(script, "up")
+	up.Env = env
+	up.Stdout, up.Stderr = io.Discard, os.Stderr
+	if err := up.Run(); err != nil {
+		log.Fatalf("bringing up the stack: %v", err)
+	}
+	var once sync.Once
+	cleanup := func() {
+		once.Do(func() {
+			down := exec.Command(script, "down")
+			down.Env = env
+			down.Stdout, down.Stderr = io.Discard, io.Discard
+			_ = down.Run()
+		})
+	}
+	st := &stack{stateDir: state}
+	data, err := os.ReadFile(filepath.Join(state, "env"))
+	if err != nil {
+		cleanup()
+		log.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "VAULT_ADDR":
+			st.vaultAddr = v
+		case "VAULT_TOKEN":
+			st.token = v
+		case "METAKRAFTWERK_URL":
+			st.mkURL = v
+		}
+	}
+	return st, cleanup
+}
+
+func vaultWrite(st *stack, path, body string) error {
+	req, _ := http.NewRequest(http.MethodPost, st.vaultAddr+"/v1/"+path, strings.NewReader(body))
+	req.Header.Set("X-Vault-Token", st.token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("write %s: HTTP %d %s", path, resp.StatusCode, b)
+	}
+	return nil
+}
+
+func vaultGet(st *stack, path string) error {
+	req, _ := http.NewRequest(http.MethodGet, st.vaultAddr+"/v1/"+path, nil)
+	req.Header.Set("X-Vault-Token", st.token)
+	return expect200(client.Do(req))
+}
+
+var loginBody = []byte(`{"strategy":"local","email":"team-a-ci@example.com","password":"demo-team-a-password"}`)
+
+func directLogin(st *stack) error {
+	req, _ := http.NewRequest(http.MethodPost, st.mkURL+"/authentication", bytes.NewReader(loginBody))
+	req.Header.Set("Content-Type", "application/json")
+	return expect200(client.Do(req))
+}
+
+func expect200(resp *http.Response, err error) error {
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func setLatency(st *stack, d time.Duration) error {
+	body := fmt.Sprintf(`{"latency":%q}`, d.String())
+	return expect200(client.Post(st.mkURL+"/_devserver/faults", "application/json", strings.NewReader(body)))
+}
+
+func logins(st *stack, user string) int64 {
+	if user == "" {
+		return 0
+	}
+	resp, err := client.Get(st.mkURL + "/_devserver/stats")
+	must(err)
+	defer resp.Body.Close()
+	var s struct {
+		LoginsByUser map[string]int64 `json:"logins_by_user"`
+	}
+	must(json.NewDecoder(resp.Body).Decode(&s))
+	return s.LoginsByUser[user]
+}
+
+// run performs n calls of do from conc workers and returns the wall time and
+// each call's latency.
+func run(do func() error, conc, n int) (wall time.Duration, lat []time.Duration) {
+	lat = make([]time.Duration, n)
+	var next, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t := time.Now()
+				if err := do(); err != nil {
+					errs.Add(1)
+					lat[i] = -1
+					continue
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	wall = time.Since(start)
+	if e := errs.Load(); e > 0 {
+		lat = append(lat, time.Duration(-e)) // carried to summarize
+	}
+	return wall, lat
+}
+
+func summarize(name string, conc int, latency time.Duration, n int, wall time.Duration, lat []time.Duration) result {
+	res := result{Scenario: name, Concurrency: conc, LatencyMS: int(latency / time.Millisecond), N: n}
+	ok := make([]time.Duration, 0, len(lat))
+	for i, l := range lat {
+		switch {
+		case i >= n && l < 0:
+			res.Errors = int64(-l)
+		case l >= 0:
+			ok = append(ok, l)
+		}
+	}
+	sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
+	pct := func(p float64) time.Duration {
+		if len(ok) == 0 {
+			return 0
+		}
+		return ok[min(len(ok)-1, int(p*float64(len(ok))))]
+	}
+	res.P50, res.P95, res.P99 = pct(0.50), pct(0.95), pct(0.99)
+	res.PerSec = float64(len(ok)) / wall.Seconds()
+	return res
+}
+
+func pluginPID(st *stack) int {
+	out, err := exec.Command("pgrep", "-f", filepath.Join(st.stateDir, "plugins", "vault-plugin-secrets-metakraftwerk")).Output()
+	if err != nil {
+		log.Fatalf("finding the plugin process: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.Fields(string(out))[0])
+	return pid
+}
+
+// rss returns the resident set size of pid in bytes (Linux /proc).
+func rss(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return -1
+}
+
+func cmdOutput(name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
+
+func find(results []result, name string, conc, latency int) result {
+	for _, r := range results {
+		if r.Scenario == name && r.Concurrency == conc && r.LatencyMS == latency {
+			return r
+		}
+	}
+	return result{}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+func render(st *stack, results []result, rssBefore, rssAfter int64) string {
+	var b strings.Builder
+	vaultBin := filepath.Join(envPath(st), "vault")
+	fmt.Fprintf(&b, "# make bench, %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "- machine: %s, %d CPUs, %s\n", cpuModel(), runtime.NumCPU(), memTotal())
+	fmt.Fprintf(&b, "- %s; plugin %s; %s\n", cmdOutput(vaultBin, "version"), os.Getenv("VERSION"), runtime.Version())
+	fmt.Fprintf(&b, "- Vault dev server (in-memory storage) and stand-in MetaKraftwerk on loopback, plain HTTP with keep-alive\n\n")
+	fmt.Fprintf(&b, "| scenario | conc | upstream latency | n | p50 ms | p95 ms | p99 ms | reads/s | logins per 1,000 | errors |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range results {
+		lk := "–"
+		if r.LoginsPerK >= 0 {
+			lk = fmt.Sprintf("%.0f", r.LoginsPerK)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d ms | %d | %s | %s | %s | %.0f | %s | %d |\n",
+			r.Scenario, r.Concurrency, r.LatencyMS, r.N, ms(r.P50), ms(r.P95), ms(r.P99), r.PerSec, lk, r.Errors)
+	}
+	fmt.Fprintf(&b, "\nPlugin RSS: %.1f MB before, %.1f MB after 10,000 creds reads (reuse off, concurrency 32)\n\n",
+		float64(rssBefore)/1e6, float64(rssAfter)/1e6)
+
+	kv := find(results, "KV v2 read", 1, 0)
+	login := find(results, "direct login (stand-in)", 1, 0)
+	creds := find(results, "creds, reuse_tokens=false", 1, 0)
+	reused := find(results, "creds, reuse_tokens=true", 1, 0)
+	slow := find(results, "creds, reuse_tokens=false", 32, 50)
+	check := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	fmt.Fprintf(&b, "Targets:\n")
+	fmt.Fprintf(&b, "- creds p50 %s ms ≤ KV p50 %s + login p50 %s + 1.0 ms = %s ms: %s\n", ms(creds.P50), ms(kv.P50), ms(login.P50),
+		ms(kv.P50+login.P50+time.Millisecond), check(creds.P50 <= kv.P50+login.P50+time.Millisecond))
+	fmt.Fprintf(&b, "- reused creds p50 %s ms ≤ 2 × KV p50 = %s ms: %s\n", ms(reused.P50), ms(2*kv.P50), check(reused.P50 <= 2*kv.P50))
+	fmt.Fprintf(&b, "- concurrency 32, 50 ms upstream, no reuse: %.0f reads/s ≥ 80%% of 640 = 512: %s\n", slow.PerSec, check(slow.PerSec >= 512))
+	fmt.Fprintf(&b, "- plugin RSS %.1f MB ≤ 40 MB after 10,000 reads: %s\n", float64(rssAfter)/1e6, check(rssAfter > 0 && rssAfter <= 40e6))
+	return b.String()
+}
+
+func envPath(st *stack) string {
+	data, _ := os.ReadFile(filepath.Join(st.stateDir, "env"))
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, `export PATH="`); ok {
+			return strings.SplitN(v, ":", 2)[0]
+		}
+	}
+	return ""
+}
+
+func memTotal() string {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "memory unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return fmt.Sprintf("%.1f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "memory unknown"
+}
