@@ -61,7 +61,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if msg := validateRoleName(name); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
-	role, err := getRole(ctx, req.Storage, name)
+	role, err := b.credsRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
 	}

@@ -6,18 +6,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
-// tokenCache holds, per role with reuse_tokens=true, the most recent token.
-// It lives in the plugin process's memory only, never in storage. Every
-// eviction bumps a version so that a login that was already under way when
-// the role or the configuration changed cannot put a stale token back.
+// tokenCache holds, in the plugin process's memory only, never in storage:
+//   - per role with reuse_tokens=true, the most recent token;
+//   - decoded roles for the creds path, which would otherwise cost a
+//     storage round trip to Vault (a second gRPC call) on every read.
+//
+// Every eviction bumps a version so that a login or a storage read that was
+// already under way when the role or the configuration changed cannot put
+// a stale entry back.
 type tokenCache struct {
 	mu      sync.Mutex
 	entries map[string]*issuedToken
+	roles   map[string]*roleEntry
 	// versions counts evictions per role; epoch counts full resets.
 	versions map[string]uint64
 	epoch    uint64
@@ -25,7 +31,32 @@ type tokenCache struct {
 }
 
 func newTokenCache() *tokenCache {
-	return &tokenCache{entries: map[string]*issuedToken{}, versions: map[string]uint64{}}
+	c := &tokenCache{}
+	c.clear()
+	return c
+}
+
+func (c *tokenCache) clear() {
+	c.entries = map[string]*issuedToken{}
+	c.roles = map[string]*roleEntry{}
+	c.versions = map[string]uint64{}
+}
+
+// role returns the cached role, or nil and the version to store it under.
+// Cached roles are never modified: writes store a new entry and evict.
+func (c *tokenCache) role(name string) (*roleEntry, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.roles[name], c.versionLocked(name)
+}
+
+// storeRoleIf caches role unless name was evicted since version was taken.
+func (c *tokenCache) storeRoleIf(name, version string, role *roleEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.versionLocked(name) == version {
+		c.roles[name] = role
+	}
 }
 
 // usable returns the cached token of role if it has at least minRemaining
@@ -61,11 +92,12 @@ func (c *tokenCache) storeIf(role, version string, t *issuedToken) {
 	}
 }
 
-// evict drops role's token (role updated or deleted).
+// evict drops role's token and cached definition (role updated or deleted).
 func (c *tokenCache) evict(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.entries, role)
+	delete(c.roles, role)
 	c.versions[role]++
 }
 
@@ -82,13 +114,26 @@ func (c *tokenCache) evictToken(role, fingerprint string) bool {
 	return false
 }
 
-// reset drops every token (configuration change, Clean).
+// reset drops everything (configuration change, Clean).
 func (c *tokenCache) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.entries = map[string]*issuedToken{}
-	c.versions = map[string]uint64{}
+	c.clear()
 	c.epoch++
+}
+
+// credsRole returns a role for the creds path, from memory when possible.
+func (b *backend) credsRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
+	role, version := b.tokens.role(name)
+	if role != nil {
+		return role, nil
+	}
+	role, err := getRole(ctx, s, name)
+	if err != nil || role == nil {
+		return role, err
+	}
+	b.tokens.storeRoleIf(name, version, role)
+	return role, nil
 }
 
 // obtainToken returns a token for the role: with reuse off, a fresh login

@@ -222,3 +222,58 @@ func TestReuseWaiterCancelled(t *testing.T) {
 		t.Fatalf("%d logins; the abandoned shared login should have served the next read", n)
 	}
 }
+
+// The creds path keeps decoded roles in memory; every change reaches it.
+func TestCredsRoleCacheFollowsChanges(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci") // cached now
+
+	// Served from memory: a storage outage does not stop creds.
+	env.storage.Underlying().FailGet(true)
+	env.mustRead("creds/ci")
+	env.storage.Underlying().FailGet(false)
+
+	// A write through the API is seen at once.
+	before := env.mk.Stats().LoginsByUser[otherEmail]
+	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword})
+	env.mustRead("creds/ci")
+	if got := env.mk.Stats().LoginsByUser[otherEmail] - before; got != 2 { // verify + creds
+		t.Fatalf("%d logins as the new user, want 2", got)
+	}
+
+	// A write that reaches storage underneath (replication, another node)
+	// is seen after Vault's Invalidate.
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+"ci", &roleEntry{Email: testEmail, Password: testPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.storage.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+	env.b.invalidate(context.Background(), roleStoragePrefix+"ci")
+	before = env.mk.Stats().LoginsByUser[testEmail]
+	env.mustRead("creds/ci")
+	if got := env.mk.Stats().LoginsByUser[testEmail] - before; got != 1 {
+		t.Fatalf("after Invalidate the old login was used (%d logins as the stored user)", got)
+	}
+
+	// A deleted role is gone for creds at once.
+	if _, err := env.do(logical.DeleteOperation, "roles/ci", nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := env.do(logical.ReadOperation, "creds/ci", nil); resp == nil || !resp.IsError() {
+		t.Fatal("creds served for a deleted role")
+	}
+}
+
+// A storage read that started before an eviction must not cache the old role.
+func TestRoleCacheStaleReadNotStored(t *testing.T) {
+	c := newTokenCache()
+	_, version := c.role("ci")
+	c.evict("ci")
+	c.storeRoleIf("ci", version, &roleEntry{Email: "old@example.com"})
+	if r, _ := c.role("ci"); r != nil {
+		t.Fatal("a role read before an eviction was cached")
+	}
+}
