@@ -341,9 +341,15 @@ func checkEmail(email string) string {
 	return ""
 }
 
-// normaliseProjects trims, drops duplicates and checks project names.
+// normaliseProjects trims, drops duplicates and checks project names. It is
+// linear in the input, whatever its size.
 func normaliseProjects(in []string, p *problems) []string {
+	if len(in) > 10*maxProjects {
+		p.add(fieldProjects, "at most %d projects, got %d entries", maxProjects, len(in))
+		return nil
+	}
 	out := make([]string, 0, len(in))
+	seen := make(map[string]bool, len(in))
 	for _, name := range in {
 		name = strings.TrimSpace(name)
 		switch {
@@ -354,7 +360,8 @@ func normaliseProjects(in []string, p *problems) []string {
 			p.add(fieldProjects, "project name %.40q… is longer than %d bytes", name, maxProjectNameLen)
 			continue
 		}
-		if !slices.Contains(out, name) {
+		if !seen[name] {
+			seen[name] = true
 			out = append(out, name)
 		}
 	}

@@ -133,6 +133,8 @@ func TestRoleValidation(t *testing.T) {
 		{"reuse_min_remaining over lifetime", "ci", map[string]any{fieldReuseMinRemaining: "21h"}, fieldReuseMinRemaining, false},
 		{"reuse_tokens not a bool", "ci", map[string]any{fieldReuseTokens: "perhaps"}, fieldReuseTokens, false},
 		{"empty project name", "ci", map[string]any{fieldProjects: []string{"A", " "}}, fieldProjects, false},
+		{"too many projects", "ci", map[string]any{fieldProjects: strings.Repeat("P,", 101) + "Q"}, fieldProjects, false},
+		{"huge project list", "ci", map[string]any{fieldProjects: strings.Repeat("P,", 200000)}, fieldProjects, false},
 		{"huge description", "ci", map[string]any{fieldDescription: strings.Repeat("d", 2000)}, fieldDescription, false},
 		{"unknown field", "ci", map[string]any{"passwort": "x"}, "passwort", false},
 		{"name with slash", "a/b", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},

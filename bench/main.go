@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -27,12 +26,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
 )
 
 type stack struct {
@@ -99,10 +98,9 @@ func main() {
 			for _, conc := range []int{1, 32} {
 				n := cellSize(conc, latency, *scale)
 				// Warm up connections and caches.
-				_, _ = run(sc.do, conc, conc*2)
+				loadgen.Run(conc, conc*2, sc.do)
 				before := logins(st, sc.logins)
-				r, lat := run(sc.do, conc, n)
-				res := summarize(sc.name, conc, latency, n, r, lat)
+				res := summarize(sc.name, conc, latency, n, loadgen.Run(conc, n, sc.do))
 				res.LoginsPerK = -1
 				if sc.logins != "" {
 					res.LoginsPerK = float64(logins(st, sc.logins)-before) * 1000 / float64(n)
@@ -118,7 +116,7 @@ func main() {
 	must(setLatency(st, 0))
 	pid := pluginPID(st)
 	rssBefore := rss(pid)
-	_, _ = run(scenarios[2].do, 32, 10000)
+	loadgen.Run(32, 10000, scenarios[2].do)
 	rssAfter := rss(pid)
 
 	report := render(st, results, rssBefore, rssAfter)
@@ -255,87 +253,27 @@ func logins(st *stack, user string) int64 {
 	return s.LoginsByUser[user]
 }
 
-// run performs n calls of do from conc workers and returns the wall time and
-// each call's latency.
-func run(do func() error, conc, n int) (wall time.Duration, lat []time.Duration) {
-	lat = make([]time.Duration, n)
-	var next, errs atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				t := time.Now()
-				if err := do(); err != nil {
-					errs.Add(1)
-					lat[i] = -1
-					continue
-				}
-				lat[i] = time.Since(t)
-			}
-		}()
+func summarize(name string, conc int, latency time.Duration, n int, r loadgen.Result) result {
+	return result{
+		Scenario: name, Concurrency: conc, LatencyMS: int(latency / time.Millisecond), N: n, Errors: r.Errors,
+		P50: r.Percentile(0.50), P95: r.Percentile(0.95), P99: r.Percentile(0.99), PerSec: r.PerSecond(),
 	}
-	wg.Wait()
-	wall = time.Since(start)
-	if e := errs.Load(); e > 0 {
-		lat = append(lat, time.Duration(-e)) // carried to summarize
-	}
-	return wall, lat
-}
-
-func summarize(name string, conc int, latency time.Duration, n int, wall time.Duration, lat []time.Duration) result {
-	res := result{Scenario: name, Concurrency: conc, LatencyMS: int(latency / time.Millisecond), N: n}
-	ok := make([]time.Duration, 0, len(lat))
-	for i, l := range lat {
-		switch {
-		case i >= n && l < 0:
-			res.Errors = int64(-l)
-		case l >= 0:
-			ok = append(ok, l)
-		}
-	}
-	sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
-	pct := func(p float64) time.Duration {
-		if len(ok) == 0 {
-			return 0
-		}
-		return ok[min(len(ok)-1, int(p*float64(len(ok))))]
-	}
-	res.P50, res.P95, res.P99 = pct(0.50), pct(0.95), pct(0.99)
-	res.PerSec = float64(len(ok)) / wall.Seconds()
-	return res
 }
 
 func pluginPID(st *stack) int {
-	out, err := exec.Command("pgrep", "-f", filepath.Join(st.stateDir, "plugins", "vault-plugin-secrets-metakraftwerk")).Output()
-	if err != nil {
-		log.Fatalf("finding the plugin process: %v", err)
+	pids := loadgen.PIDs(filepath.Join(st.stateDir, "plugins", "vault-plugin-secrets-metakraftwerk"))
+	if len(pids) == 0 {
+		log.Fatal("no plugin process found")
 	}
-	pid, _ := strconv.Atoi(strings.Fields(string(out))[0])
-	return pid
+	return pids[0]
 }
 
-// rss returns the resident set size of pid in bytes (Linux /proc).
 func rss(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := loadgen.RSS(pid)
 	if err != nil {
 		return -1
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return -1
+	return n
 }
 
 func cmdOutput(name string, args ...string) string {

@@ -8,12 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
 )
 
 func jwtExp(t *testing.T, token string) time.Time {
@@ -388,33 +389,12 @@ func TestReuseCoalescesThousandReads(t *testing.T) {
 	s.CreateRole("fresh", teamBEmail, teamBPassword)
 	client := s.API(s.Token)
 
-	run := func(role string, n, concurrency int) (errs int) {
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		work := make(chan struct{}, n)
-		for range n {
-			work <- struct{}{}
+	run := func(role string, n, concurrency int) int64 {
+		res := loadgen.Run(concurrency, n, func() error { return s.readCredsOnce(client, role) })
+		if res.Errors > 0 {
+			t.Logf("read %s: %v", role, res.FirstErr)
 		}
-		close(work)
-		for range concurrency {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range work {
-					sec, err := s.ReadCreds(client, role)
-					if err != nil || sec == nil || sec.Data["access_token"] == "" {
-						mu.Lock()
-						errs++
-						if errs < 3 {
-							t.Logf("read %s: %v", role, err)
-						}
-						mu.Unlock()
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return errs
+		return res.Errors
 	}
 	before := s.MK.Stats().LoginsByUser
 	if errs := run("reusing", 1000, 1000); errs != 0 {

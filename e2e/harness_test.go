@@ -643,6 +643,15 @@ func (s *Stack) checkNoLeaks() {
 	}
 }
 
+// readCredsOnce reads creds and fails unless a token came back.
+func (s *Stack) readCredsOnce(c *vaultapi.Client, role string) error {
+	sec, err := s.ReadCreds(c, role)
+	if err == nil && (sec == nil || sec.Data["access_token"] == nil) {
+		err = fmt.Errorf("no token in the creds response")
+	}
+	return err
+}
+
 // ReadCreds reads creds through the HTTP API and records the token.
 func (s *Stack) ReadCreds(c *vaultapi.Client, role string) (*vaultapi.Secret, error) {
 	sec, err := c.Logical().Read(mount + "/creds/" + role)

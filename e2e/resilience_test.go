@@ -5,10 +5,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,18 +16,13 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
 )
 
 // pluginPIDs returns the running plugin processes of this stack.
 func (s *Stack) pluginPIDs() []int {
-	out, _ := exec.Command("pgrep", "-f", filepath.Join(s.PluginDir, pluginCommand)).Output()
-	var pids []int
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return loadgen.PIDs(filepath.Join(s.PluginDir, pluginCommand))
 }
 
 // readLoop has clients read creds through c until stop is closed and
@@ -257,18 +249,11 @@ func pluginGoroutines(t *testing.T, addr string) int {
 // pluginRSS reads a process's resident set size in bytes.
 func pluginRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := loadgen.RSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
+	return n
 }
 
 // TestLoadTenThousandReads: 10,000 creds reads at concurrency 32 against one
@@ -292,35 +277,16 @@ func TestLoadTenThousandReads(t *testing.T) {
 	rssBefore, gBefore := pluginRSS(t, pids[0]), pluginGoroutines(t, pprofAddr)
 
 	const total, conc = 10000, 32
-	var next, failed atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= total {
-				// Plain HTTP: recording 10,000 tokens for the leak scan is
-				// what ReadCreds is for, and it is cheap.
-				if sec, err := s.ReadCreds(client, "team-a-ci"); err != nil || sec == nil {
-					if failed.Add(1) <= 3 {
-						t.Logf("read failed: %v", err)
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	res := loadgen.Run(conc, total, func() error { return s.readCredsOnce(client, "team-a-ci") })
 	time.Sleep(2 * time.Second) // let idle connections and timers settle
 	rssAfter, gAfter := pluginRSS(t, pids[0]), pluginGoroutines(t, pprofAddr)
-	if n := failed.Load(); n != 0 {
-		t.Errorf("%d of %d reads failed", n, total)
+	if res.Errors != 0 {
+		t.Errorf("%d of %d reads failed, e.g. %v", res.Errors, total, res.FirstErr)
 	}
 	if gAfter > gBefore+10 {
 		t.Errorf("plugin goroutines grew from %d to %d", gBefore, gAfter)
 	}
 	t.Logf("load: %d creds reads at concurrency %d in %s (%.0f reads/s), %d errors; plugin RSS %.1f MB -> %.1f MB, goroutines %d -> %d",
-		total, conc, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), failed.Load(),
+		total, conc, res.Wall.Round(time.Millisecond), res.PerSecond(), res.Errors,
 		float64(rssBefore)/1e6, float64(rssAfter)/1e6, gBefore, gAfter)
 }
