@@ -159,23 +159,36 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 func describeTransportErr(err error) string {
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var recordErr tls.RecordHeaderError
-	switch {
-	case errors.As(err, &unknownCA):
-		return "TLS certificate signed by an unknown authority (set ca_cert to trust a private CA): " + err.Error()
-	case errors.As(err, &hostErr):
-		return "TLS certificate does not match the host name in base_url: " + err.Error()
-	case errors.As(err, &invalid):
-		return "TLS certificate is invalid: " + err.Error()
-	case errors.As(err, &recordErr):
-		return "the server did not answer with TLS (is base_url http rather than https?): " + err.Error()
-	case isTimeout(err):
+	if problem := tlsProblem(err); problem != "" {
+		return problem + ": " + err.Error()
+	}
+	if isTimeout(err) {
 		return "timed out (request_timeout): " + err.Error()
 	}
 	return err.Error()
+}
+
+// tlsProblem names a TLS verification failure, or returns "" when err is
+// not one. Such failures are never retried: asking again will not help.
+func tlsProblem(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verifyErr *tls.CertificateVerificationError
+	var recordErr tls.RecordHeaderError
+	switch {
+	case errors.As(err, &unknownCA):
+		return "TLS certificate signed by an unknown authority (set ca_cert to trust a private CA)"
+	case errors.As(err, &hostErr):
+		return "TLS certificate does not match the host name in base_url"
+	case errors.As(err, &invalid):
+		return "TLS certificate is invalid"
+	case errors.As(err, &verifyErr):
+		return "TLS certificate verification failed"
+	case errors.As(err, &recordErr):
+		return "the server did not answer with TLS (is base_url http rather than https?)"
+	}
+	return ""
 }
 
 func isTimeout(err error) bool {
@@ -295,17 +308,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctxErr
 	}
 	if err != nil {
-		// A certificate problem will not go away by asking again.
-		var unknownCA x509.UnknownAuthorityError
-		var hostErr x509.HostnameError
-		var invalid x509.CertificateInvalidError
-		var verifyErr *tls.CertificateVerificationError
-		var recordErr tls.RecordHeaderError
-		if errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalid) ||
-			errors.As(err, &verifyErr) || errors.As(err, &recordErr) {
-			return false, nil
-		}
-		return true, nil
+		return tlsProblem(err) == "", nil
 	}
 	return retryableStatus(resp.StatusCode), nil
 }
