@@ -8,8 +8,10 @@ import (
 // leaseInput is everything the lease rules depend on.
 type leaseInput struct {
 	Now time.Time
-	// Claims of the token being handed out.
-	Claims tokenClaims
+	// ExpiresAt is the token's exp or, when it has none, the expiry assumed
+	// when it was issued (ExpAssumed); see tokenClaims.expiry.
+	ExpiresAt  time.Time
+	ExpAssumed bool
 	// Leeway is the config's expiry_leeway.
 	Leeway time.Duration
 	// RoleTTL and RoleMaxTTL are the role's caps; zero means unset.
@@ -47,7 +49,7 @@ func (e *errTokenTooShort) Error() string {
 
 // computeLease applies the lease rules:
 //   - remaining = exp − now; a token without exp is assumed to live the
-//     documented 20 hours from now, with a warning;
+//     documented 20 hours from its issue, with a warning;
 //   - usable = remaining − leeway, which must be at least one second;
 //   - TTL = usable, capped by the role's ttl and max_ttl when set,
 //     truncated to whole seconds (Vault's lease precision);
@@ -55,10 +57,8 @@ func (e *errTokenTooShort) Error() string {
 //
 // Vault itself then caps TTL by the mount's and the system's max lease TTL.
 func computeLease(in leaseInput) (lease, error) {
-	var out lease
-	out.ExpiresAt = in.Claims.ExpiresAt
-	if !in.Claims.HasExp {
-		out.ExpiresAt = in.Now.Add(documentedTokenLifetime).UTC()
+	out := lease{ExpiresAt: in.ExpiresAt}
+	if in.ExpAssumed {
 		out.Warnings = append(out.Warnings, fmt.Sprintf(
 			"the access token has no exp claim; assuming MetaKraftwerk's documented %s lifetime, so the lease may outlive or undercut the real token",
 			formatDuration(documentedTokenLifetime)))

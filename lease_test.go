@@ -14,7 +14,6 @@ import (
 func TestComputeLease(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	exp := now.Add(20 * time.Hour)
-	withExp := tokenClaims{ExpiresAt: exp, HasExp: true}
 	tests := []struct {
 		name       string
 		in         leaseInput
@@ -24,33 +23,33 @@ func TestComputeLease(t *testing.T) {
 		warning    string
 		err        string
 	}{
-		{"ttl is remaining less leeway", leaseInput{Now: now, Claims: withExp, Leeway: time.Minute},
+		{"ttl is remaining less leeway", leaseInput{Now: now, ExpiresAt: exp, Leeway: time.Minute},
 			20*time.Hour - time.Minute, 20*time.Hour - time.Minute, exp, "", ""},
-		{"zero leeway", leaseInput{Now: now, Claims: withExp},
+		{"zero leeway", leaseInput{Now: now, ExpiresAt: exp},
 			20 * time.Hour, 20 * time.Hour, exp, "", ""},
-		{"later now shortens the lease", leaseInput{Now: now.Add(5 * time.Hour), Claims: withExp, Leeway: time.Minute},
+		{"later now shortens the lease", leaseInput{Now: now.Add(5 * time.Hour), ExpiresAt: exp, Leeway: time.Minute},
 			15*time.Hour - time.Minute, 15*time.Hour - time.Minute, exp, "", ""},
-		{"role ttl caps", leaseInput{Now: now, Claims: withExp, Leeway: time.Minute, RoleTTL: time.Hour},
+		{"role ttl caps", leaseInput{Now: now, ExpiresAt: exp, Leeway: time.Minute, RoleTTL: time.Hour},
 			time.Hour, 20*time.Hour - time.Minute, exp, "", ""},
-		{"role ttl above remaining does not extend", leaseInput{Now: now, Claims: withExp, Leeway: time.Minute, RoleTTL: 30 * time.Hour},
+		{"role ttl above remaining does not extend", leaseInput{Now: now, ExpiresAt: exp, Leeway: time.Minute, RoleTTL: 30 * time.Hour},
 			20*time.Hour - time.Minute, 20*time.Hour - time.Minute, exp, "", ""},
-		{"role max_ttl caps", leaseInput{Now: now, Claims: withExp, Leeway: time.Minute, RoleMaxTTL: 2 * time.Hour},
+		{"role max_ttl caps", leaseInput{Now: now, ExpiresAt: exp, Leeway: time.Minute, RoleMaxTTL: 2 * time.Hour},
 			2 * time.Hour, 20*time.Hour - time.Minute, exp, "", ""},
-		{"smaller of ttl and max_ttl wins", leaseInput{Now: now, Claims: withExp, Leeway: time.Minute, RoleTTL: time.Hour, RoleMaxTTL: 2 * time.Hour},
+		{"smaller of ttl and max_ttl wins", leaseInput{Now: now, ExpiresAt: exp, Leeway: time.Minute, RoleTTL: time.Hour, RoleMaxTTL: 2 * time.Hour},
 			time.Hour, 20*time.Hour - time.Minute, exp, "", ""},
-		{"sub-second remainder truncated", leaseInput{Now: now.Add(300 * time.Millisecond), Claims: withExp, Leeway: time.Minute},
+		{"sub-second remainder truncated", leaseInput{Now: now.Add(300 * time.Millisecond), ExpiresAt: exp, Leeway: time.Minute},
 			20*time.Hour - time.Minute - time.Second, 20*time.Hour - time.Minute - time.Second, exp, "", ""},
-		{"no exp assumes 20h and warns", leaseInput{Now: now, Claims: tokenClaims{}, Leeway: time.Minute},
+		{"no exp assumes 20h and warns", leaseInput{Now: now, ExpiresAt: exp, ExpAssumed: true, Leeway: time.Minute},
 			20*time.Hour - time.Minute, 20*time.Hour - time.Minute, exp, "no exp claim; assuming MetaKraftwerk's documented 20h lifetime", ""},
-		{"one second left after leeway is enough", leaseInput{Now: exp.Add(-61 * time.Second), Claims: withExp, Leeway: time.Minute},
+		{"one second left after leeway is enough", leaseInput{Now: exp.Add(-61 * time.Second), ExpiresAt: exp, Leeway: time.Minute},
 			time.Second, time.Second, exp, "", ""},
-		{"remaining equal to leeway", leaseInput{Now: exp.Add(-time.Minute), Claims: withExp, Leeway: time.Minute},
+		{"remaining equal to leeway", leaseInput{Now: exp.Add(-time.Minute), ExpiresAt: exp, Leeway: time.Minute},
 			0, 0, time.Time{}, "", "not more than expiry_leeway"},
-		{"remaining within leeway", leaseInput{Now: exp.Add(-30 * time.Second), Claims: withExp, Leeway: time.Minute},
+		{"remaining within leeway", leaseInput{Now: exp.Add(-30 * time.Second), ExpiresAt: exp, Leeway: time.Minute},
 			0, 0, time.Time{}, "", "expires in 30s"},
-		{"already expired", leaseInput{Now: exp.Add(time.Hour), Claims: withExp, Leeway: time.Minute},
+		{"already expired", leaseInput{Now: exp.Add(time.Hour), ExpiresAt: exp, Leeway: time.Minute},
 			0, 0, time.Time{}, "", "already expired"},
-		{"expired with zero leeway", leaseInput{Now: exp, Claims: withExp},
+		{"expired with zero leeway", leaseInput{Now: exp, ExpiresAt: exp},
 			0, 0, time.Time{}, "", "already expired"},
 	}
 	for _, tt := range tests {
@@ -144,5 +143,26 @@ func TestCredsNoExpWarns(t *testing.T) {
 	}
 	if resp.Data[fieldExpiresAt] != env.clock.Now().Add(20*time.Hour).Format(time.RFC3339) {
 		t.Errorf("expires_at = %v", resp.Data[fieldExpiresAt])
+	}
+}
+
+// A reused token without exp keeps the expiry assumed when it was issued:
+// later readers get shorter leases, never a fresh 20 hours.
+func TestCredsNoExpReusedKeepsAssumedExpiry(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mk.SetFaults(devserverFaultsMode("no-exp"))
+	first := env.mustRead("creds/ci")
+	env.clock.Advance(2 * time.Hour)
+	second := env.mustRead("creds/ci")
+	if first.Data[fieldAccessToken] != second.Data[fieldAccessToken] {
+		t.Fatal("token not reused")
+	}
+	if second.Secret.TTL != first.Secret.TTL-2*time.Hour || second.Data[fieldExpiresAt] != first.Data[fieldExpiresAt] {
+		t.Fatalf("second lease %s (expires_at %v), want %s (expires_at %v)",
+			second.Secret.TTL, second.Data[fieldExpiresAt], first.Secret.TTL-2*time.Hour, first.Data[fieldExpiresAt])
+	}
+	if len(second.Warnings) != 1 || !strings.Contains(second.Warnings[0], "no exp claim") {
+		t.Errorf("warnings %v", second.Warnings)
 	}
 }

@@ -79,7 +79,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	l, err := computeLease(leaseInput{
 		Now:        b.now(),
-		Claims:     tok.Claims,
+		ExpiresAt:  tok.ExpiresAt,
+		ExpAssumed: !tok.Claims.HasExp,
 		Leeway:     cfg.ExpiryLeeway,
 		RoleTTL:    role.TTL,
 		RoleMaxTTL: role.MaxTTL,
@@ -90,10 +91,6 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 			b.tokens.evictToken(name, tok.Fingerprint)
 		}
 		return upstreamErrorResponse(name, err)
-	}
-	if !tok.Claims.HasExp {
-		// The assumed expiry was fixed at login; a reused token keeps it.
-		l.ExpiresAt = tok.ExpiresAt
 	}
 
 	resp := b.Secret(secretAccessTokenType).Response(map[string]any{

@@ -33,6 +33,15 @@ type tokenClaims struct {
 	Subject string
 }
 
+// expiry is the token's exp or, without one, the documented lifetime from
+// issuedAt; assumed reports the latter.
+func (c tokenClaims) expiry(issuedAt time.Time) (at time.Time, assumed bool) {
+	if c.HasExp {
+		return c.ExpiresAt, false
+	}
+	return issuedAt.Add(documentedTokenLifetime).UTC(), true
+}
+
 // parseAccessToken decodes a JWT's claims without verifying its signature.
 // Errors never quote the token.
 func parseAccessToken(token string) (tokenClaims, error) {

@@ -21,7 +21,8 @@ type issuedToken struct {
 	UserID      string
 	Email       string
 	Claims      tokenClaims
-	// ExpiresAt is exp, or the assumed expiry when the token has none.
+	// ExpiresAt is exp, or the expiry assumed at login when the token has
+	// none; a reused token keeps it.
 	ExpiresAt   time.Time
 	Fingerprint string
 	Latency     time.Duration
@@ -45,7 +46,6 @@ func (b *backend) login(ctx context.Context, client *mkclient.Client, role *role
 		UserID:      res.UserID,
 		Email:       res.Email,
 		Claims:      claims,
-		ExpiresAt:   claims.ExpiresAt,
 		Fingerprint: tokenFingerprint(res.AccessToken),
 		Latency:     latency,
 		Attempts:    res.Attempts,
@@ -56,9 +56,7 @@ func (b *backend) login(ctx context.Context, client *mkclient.Client, role *role
 	if tok.Email == "" {
 		tok.Email = role.Email
 	}
-	if !claims.HasExp {
-		tok.ExpiresAt = b.now().Add(documentedTokenLifetime).UTC()
-	}
+	tok.ExpiresAt, _ = claims.expiry(b.now())
 	return tok, nil
 }
 
