@@ -43,11 +43,12 @@ type backend struct {
 	// client built from a configuration read before the drop is not cached.
 	clientGen uint64
 
-	tokens *tokenCache
+	// cache holds reused tokens and decoded roles (memory only).
+	cache *memCache
 }
 
 func newBackend(clock func() time.Time) *backend {
-	b := &backend{now: clock, tokens: newTokenCache()}
+	b := &backend{now: clock, cache: newMemCache()}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -104,7 +105,7 @@ func (b *backend) resetClient() {
 	b.client, b.clientCfg = nil, nil
 	b.clientGen++
 	b.mu.Unlock()
-	b.tokens.reset()
+	b.cache.reset()
 }
 
 // invalidate is called when storage changes underneath this process
@@ -114,7 +115,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case key == configStorageKey:
 		b.resetClient()
 	case strings.HasPrefix(key, roleStoragePrefix):
-		b.tokens.evict(strings.TrimPrefix(key, roleStoragePrefix))
+		b.cache.evict(strings.TrimPrefix(key, roleStoragePrefix))
 	}
 }
 

@@ -88,7 +88,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		var tooShort *errTokenTooShort
 		if errors.As(err, &tooShort) {
-			b.tokens.evictToken(name, tok.Fingerprint)
+			b.cache.evictToken(name, tok.Fingerprint)
 		}
 		return upstreamErrorResponse(name, err)
 	}

@@ -255,7 +255,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := putRole(ctx, req.Storage, name, role); err != nil {
 		return nil, err
 	}
-	b.tokens.evict(name)
+	b.cache.evict(name)
 	return nil, nil
 }
 
@@ -382,7 +382,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}
-	b.tokens.evict(name)
+	b.cache.evict(name)
 	return nil, nil
 }
 

@@ -41,7 +41,7 @@ func (b *backend) secretAccessTokenRevoke(_ context.Context, req *logical.Reques
 	fingerprint, _ := req.Secret.InternalData[internalFieldFingerprint].(string)
 	evicted := false
 	if role != "" && fingerprint != "" {
-		evicted = b.tokens.evictToken(role, fingerprint)
+		evicted = b.cache.evictToken(role, fingerprint)
 	}
 	b.Logger().Debug("lease revoked; MetaKraftwerk cannot invalidate the token, it stays valid until it expires",
 		"role", role, "token_id", tokenID, "expires_at", req.Secret.InternalData[fieldExpiresAt], "evicted_from_reuse_cache", evicted)

@@ -12,7 +12,7 @@ import (
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
-// tokenCache holds, in the plugin process's memory only, never in storage:
+// memCache holds, in the plugin process's memory only, never in storage:
 //   - per role with reuse_tokens=true, the most recent token;
 //   - decoded roles for the creds path, which would otherwise cost a
 //     storage round trip to Vault (a second gRPC call) on every read.
@@ -20,7 +20,7 @@ import (
 // Every eviction bumps a version so that a login or a storage read that was
 // already under way when the role or the configuration changed cannot put
 // a stale entry back.
-type tokenCache struct {
+type memCache struct {
 	mu      sync.Mutex
 	entries map[string]*issuedToken
 	roles   map[string]*roleEntry
@@ -30,13 +30,13 @@ type tokenCache struct {
 	flights  singleflight.Group
 }
 
-func newTokenCache() *tokenCache {
-	c := &tokenCache{}
+func newMemCache() *memCache {
+	c := &memCache{}
 	c.clear()
 	return c
 }
 
-func (c *tokenCache) clear() {
+func (c *memCache) clear() {
 	c.entries = map[string]*issuedToken{}
 	c.roles = map[string]*roleEntry{}
 	c.versions = map[string]uint64{}
@@ -44,14 +44,14 @@ func (c *tokenCache) clear() {
 
 // role returns the cached role, or nil and the version to store it under.
 // Cached roles are never modified: writes store a new entry and evict.
-func (c *tokenCache) role(name string) (*roleEntry, string) {
+func (c *memCache) role(name string) (*roleEntry, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.roles[name], c.versionLocked(name)
 }
 
 // storeRoleIf caches role unless name was evicted since version was taken.
-func (c *tokenCache) storeRoleIf(name, version string, role *roleEntry) {
+func (c *memCache) storeRoleIf(name, version string, role *roleEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.versionLocked(name) == version {
@@ -61,7 +61,7 @@ func (c *tokenCache) storeRoleIf(name, version string, role *roleEntry) {
 
 // usable returns the cached token of role if it has at least minRemaining
 // of life left at now.
-func (c *tokenCache) usable(role string, now time.Time, minRemaining time.Duration) *issuedToken {
+func (c *memCache) usable(role string, now time.Time, minRemaining time.Duration) *issuedToken {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.entries[role]
@@ -73,18 +73,18 @@ func (c *tokenCache) usable(role string, now time.Time, minRemaining time.Durati
 
 // version identifies the cache state of role for a later conditional store;
 // it doubles as the role's singleflight key.
-func (c *tokenCache) version(role string) string {
+func (c *memCache) version(role string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.versionLocked(role)
 }
 
-func (c *tokenCache) versionLocked(role string) string {
+func (c *memCache) versionLocked(role string) string {
 	return fmt.Sprintf("%s\x00%d\x00%d", role, c.epoch, c.versions[role])
 }
 
 // storeIf caches t for role unless the role was evicted since version was taken.
-func (c *tokenCache) storeIf(role, version string, t *issuedToken) {
+func (c *memCache) storeIf(role, version string, t *issuedToken) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.versionLocked(role) == version {
@@ -93,7 +93,7 @@ func (c *tokenCache) storeIf(role, version string, t *issuedToken) {
 }
 
 // evict drops role's token and cached definition (role updated or deleted).
-func (c *tokenCache) evict(role string) {
+func (c *memCache) evict(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.entries, role)
@@ -103,7 +103,7 @@ func (c *tokenCache) evict(role string) {
 
 // evictToken drops role's token if it is the one with fingerprint (its
 // lease was revoked), so that the next reader gets a fresh token.
-func (c *tokenCache) evictToken(role, fingerprint string) bool {
+func (c *memCache) evictToken(role, fingerprint string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t := c.entries[role]; t != nil && t.Fingerprint == fingerprint {
@@ -115,7 +115,7 @@ func (c *tokenCache) evictToken(role, fingerprint string) bool {
 }
 
 // reset drops everything (configuration change, Clean).
-func (c *tokenCache) reset() {
+func (c *memCache) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.clear()
@@ -124,7 +124,7 @@ func (c *tokenCache) reset() {
 
 // credsRole returns a role for the creds path, from memory when possible.
 func (b *backend) credsRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	role, version := b.tokens.role(name)
+	role, version := b.cache.role(name)
 	if role != nil {
 		return role, nil
 	}
@@ -132,7 +132,7 @@ func (b *backend) credsRole(ctx context.Context, s logical.Storage, name string)
 	if err != nil || role == nil {
 		return role, err
 	}
-	b.tokens.storeRoleIf(name, version, role)
+	b.cache.storeRoleIf(name, version, role)
 	return role, nil
 }
 
@@ -147,15 +147,15 @@ func (b *backend) obtainToken(ctx context.Context, client *mkclient.Client, cfg 
 	}
 	// A token is only worth handing out if its lease can outlast the leeway.
 	minRemaining := max(role.ReuseMinRemaining, cfg.ExpiryLeeway+time.Second)
-	if t := b.tokens.usable(name, b.now(), minRemaining); t != nil {
+	if t := b.cache.usable(name, b.now(), minRemaining); t != nil {
 		return t, true, nil
 	}
 
-	version := b.tokens.version(name)
-	ch := b.tokens.flights.DoChan(version, func() (any, error) {
+	version := b.cache.version(name)
+	ch := b.cache.flights.DoChan(version, func() (any, error) {
 		// Re-check: a flight that finished just before this one started
 		// may already have cached a token.
-		if t := b.tokens.usable(name, b.now(), minRemaining); t != nil {
+		if t := b.cache.usable(name, b.now(), minRemaining); t != nil {
 			return t, nil
 		}
 		// The login is shared, so it must not die with the first caller's
@@ -166,7 +166,7 @@ func (b *backend) obtainToken(ctx context.Context, client *mkclient.Client, cfg 
 		if err != nil {
 			return nil, err
 		}
-		b.tokens.storeIf(name, version, t)
+		b.cache.storeIf(name, version, t)
 		return t, nil
 	})
 	select {

@@ -174,7 +174,7 @@ func TestReuseEvictions(t *testing.T) {
 func TestReuseStaleLoginNotCached(t *testing.T) {
 	env := newTestBackend(t)
 	env.createRole("ci", map[string]any{fieldReuseTokens: true})
-	c := env.b.tokens
+	c := env.b.cache
 	version := c.version("ci")
 	c.evict("ci")
 	c.storeIf("ci", version, &issuedToken{AccessToken: "stale", ExpiresAt: env.clock.Now().Add(time.Hour * 10)})
@@ -269,7 +269,7 @@ func TestCredsRoleCacheFollowsChanges(t *testing.T) {
 
 // A storage read that started before an eviction must not cache the old role.
 func TestRoleCacheStaleReadNotStored(t *testing.T) {
-	c := newTokenCache()
+	c := newMemCache()
 	_, version := c.role("ci")
 	c.evict("ci")
 	c.storeRoleIf("ci", version, &roleEntry{Email: "old@example.com"})
