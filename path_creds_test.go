@@ -32,8 +32,11 @@ func TestCredsResponse(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, env.mk.URL+"/api/v1/projects", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	apiResp, err := http.DefaultClient.Do(req)
-	if err != nil || apiResp.StatusCode != http.StatusOK {
-		t.Fatalf("token does not work upstream: %v %v", apiResp, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if apiResp.StatusCode != http.StatusOK {
+		t.Fatalf("token does not work upstream: HTTP %d", apiResp.StatusCode)
 	}
 	apiResp.Body.Close()
 
@@ -73,8 +76,8 @@ func TestCredsAcceptsPOST(t *testing.T) {
 	env := newTestBackend(t)
 	env.createRole("ci", nil)
 	resp, err := env.do(logical.UpdateOperation, "creds/ci", nil)
-	if err != nil || resp == nil || resp.Data[fieldAccessToken] == "" || resp.Secret == nil {
-		t.Fatalf("POST creds: %#v %v", resp, err)
+	if err != nil || resp == nil || resp.IsError() || resp.Data[fieldAccessToken] == "" || resp.Secret == nil {
+		t.Fatalf("POST creds: %q (a lease: %v)", errorText(resp, err), resp != nil && resp.Secret != nil)
 	}
 }
 
