@@ -106,6 +106,7 @@ func TestCredsUpstreamFailures(t *testing.T) {
 		{"bad credentials", devserver.Faults{}, 400, `MetaKraftwerk rejected the login for role "ci": Invalid login`},
 		{"400 from upstream", devserver.Faults{FailNext: 1, FailStatus: 400}, 400, `MetaKraftwerk rejected the login for role "ci" (HTTP 400): Bad Request`},
 		{"403 from upstream", devserver.Faults{FailNext: 1, FailStatus: 403}, 400, `(HTTP 403)`},
+		{"404: base_url points at the wrong place", devserver.Faults{FailNext: 1, FailStatus: 404}, 400, `(HTTP 404 for role "ci"): Not Found; check base_url`},
 		{"503 beyond retries", devserver.Faults{FailNext: 10, FailStatus: 503}, 502, "HTTP 503: Service Unavailable (after 3 attempts)"},
 		{"500 beyond retries", devserver.Faults{FailNext: 10, FailStatus: 500}, 502, "HTTP 500"},
 		{"501 is not retried", devserver.Faults{FailNext: 10, FailStatus: 501}, 502, "HTTP 501: Not Implemented"},

@@ -69,8 +69,12 @@ func upstreamErrorResponse(role string, err error) (*logical.Response, error) {
 	var tooShort *errTokenTooShort
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Rejected():
-		if apiErr.StatusCode == http.StatusUnauthorized {
+		switch apiErr.StatusCode {
+		case http.StatusUnauthorized:
 			return logical.ErrorResponse(fmt.Sprintf("MetaKraftwerk rejected the login for role %q: %s", role, apiErr.Message)), nil
+		case http.StatusNotFound:
+			return logical.ErrorResponse(fmt.Sprintf("MetaKraftwerk has no login endpoint at the configured %s (HTTP 404 for role %q): %s; check %s",
+				fieldBaseURL, role, apiErr.Message, fieldBaseURL)), nil
 		}
 		return logical.ErrorResponse(fmt.Sprintf("MetaKraftwerk rejected the login for role %q (HTTP %d): %s", role, apiErr.StatusCode, apiErr.Message)), nil
 	case errors.As(err, &tooShort):
