@@ -141,6 +141,11 @@ func TestCredsLeaseAndToken(t *testing.T) {
 		t.Errorf("-field=access_token printed more than the token: %q", jwtRe.ReplaceAllString(field, "<jwt>"))
 	}
 
+	// Clients that can only POST get the same.
+	if out := s.MustCLI("write", "-f", "-field=token_type", mount+"/creds/team-a-ci"); strings.TrimSpace(out) != "Bearer" {
+		t.Errorf("POST creds: %q", out)
+	}
+
 	_, errOut, err := s.CLI("lease", "renew", sec.LeaseID)
 	if err == nil || !strings.Contains(errOut, "lease is not renewable") {
 		t.Errorf("lease renew: err %v\n%s", err, errOut)

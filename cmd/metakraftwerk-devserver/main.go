@@ -43,7 +43,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8787", "address to listen on (loopback by default; port 0 picks a free port)")
 	allowRemote := flag.Bool("allow-non-loopback", false, "allow -listen on a non-loopback address")
 	usersFile := flag.String("users-file", "", `JSON file: [{"id":1,"email":"…","password":"…","projects":["DEMO_PROJECT"]}]`)
-	flag.Var(&users, "user", "a user as email:password[:PROJECT,PROJECT] (repeatable)")
+	flag.Var(&users, "user", "a user as email:password[:PROJECT,PROJECT] (repeatable; a password containing ':' needs -users-file)")
 	lifetime := flag.Duration("token-lifetime", devserver.DefaultTokenLifetime, "lifetime of issued tokens")
 	latency := flag.Duration("latency", 0, "added latency per login and API request")
 	failRate := flag.Float64("fail-rate", 0, "fraction (0..1) of logins answered with -fail-status")

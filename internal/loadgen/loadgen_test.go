@@ -1,0 +1,49 @@
+package loadgen
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestRunCountsCallsErrorsAndPercentiles(t *testing.T) {
+	var calls atomic.Int64
+	boom := errors.New("boom")
+	res := Run(4, 100, func() error {
+		n := calls.Add(1)
+		if n%10 == 0 {
+			return boom
+		}
+		time.Sleep(time.Duration(n%3) * time.Millisecond)
+		return nil
+	})
+	if calls.Load() != 100 || res.Errors != 10 || len(res.Latencies) != 90 || !errors.Is(res.FirstErr, boom) {
+		t.Fatalf("calls %d errors %d latencies %d first %v", calls.Load(), res.Errors, len(res.Latencies), res.FirstErr)
+	}
+	for i := 1; i < len(res.Latencies); i++ {
+		if res.Latencies[i] < res.Latencies[i-1] {
+			t.Fatal("latencies not sorted")
+		}
+	}
+	if res.Percentile(0.5) > res.Percentile(0.99) || res.Percentile(1) != res.Latencies[89] || res.PerSecond() <= 0 {
+		t.Fatalf("p50 %s p99 %s rate %f", res.Percentile(0.5), res.Percentile(0.99), res.PerSecond())
+	}
+	if (Result{}).Percentile(0.5) != 0 {
+		t.Fatal("empty result percentile")
+	}
+}
+
+func TestRSSAndPIDs(t *testing.T) {
+	rss, err := RSS(os.Getpid())
+	if err != nil || rss < 1<<20 {
+		t.Fatalf("own RSS %d, %v", rss, err)
+	}
+	if _, err := RSS(1 << 30); err == nil {
+		t.Fatal("RSS of a missing process")
+	}
+	if pids := PIDs("no-such-process-" + time.Now().Format("150405.000000")); len(pids) != 0 {
+		t.Fatalf("found %v", pids)
+	}
+}
