@@ -93,10 +93,11 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return upstreamErrorResponse(name, err)
 	}
 
+	expiresAt := l.ExpiresAt.UTC().Format(time.RFC3339)
 	resp := b.Secret(secretAccessTokenType).Response(map[string]any{
 		fieldAccessToken: tok.AccessToken,
 		fieldTokenType:   tokenTypeBearer,
-		fieldExpiresAt:   l.ExpiresAt.UTC().Format(time.RFC3339),
+		fieldExpiresAt:   expiresAt,
 		fieldUserID:      tok.UserID,
 		fieldEmail:       tok.Email,
 		fieldRole:        name,
@@ -116,7 +117,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 
 	b.Logger().Debug("issued access token",
 		"role", name, "user_id", tok.UserID, "token_id", tok.Claims.ID,
-		"expires_at", l.ExpiresAt.UTC().Format(time.RFC3339), "lease_ttl", l.TTL.String(),
+		"expires_at", expiresAt, "lease_ttl", l.TTL.String(),
 		"reused", reused, "upstream_latency", tok.Latency.String(), "attempts", tok.Attempts)
 	return resp, nil
 }
