@@ -105,7 +105,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}, map[string]any{
 		fieldRole:                name,
 		fieldTokenID:             tok.Claims.ID,
-		fieldExpiresAt:           l.ExpiresAt.UTC().Format(time.RFC3339),
+		fieldExpiresAt:           expiresAt,
 		internalFieldFingerprint: tok.Fingerprint,
 	})
 	resp.Secret.TTL = l.TTL
