@@ -42,12 +42,16 @@ func (c *memCache) clear() {
 	c.versions = map[string]uint64{}
 }
 
-// role returns the cached role, or nil and the version to store it under.
+// role returns the cached role or, on a miss, the version to store it
+// under (formatted only then: a hit is the creds hot path).
 // Cached roles are never modified: writes store a new entry and evict.
 func (c *memCache) role(name string) (*roleEntry, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.roles[name], c.versionLocked(name)
+	if r := c.roles[name]; r != nil {
+		return r, ""
+	}
+	return nil, c.versionLocked(name)
 }
 
 // storeRoleIf caches role unless name was evicted since version was taken.
