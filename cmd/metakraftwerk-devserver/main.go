@@ -52,6 +52,7 @@ func main() {
 	retryAfter := flag.Int("retry-after", 1, "Retry-After seconds sent with 429 and 503")
 	addrFile := flag.String("addr-file", "", "write the listening address (host:port) to this file once serving")
 	quiet := flag.Bool("quiet", false, "do not log requests")
+	paginate := flag.String("paginate", "", `answer the project list in Feathers pages: "default[,max]", e.g. "10,50" (off by default)`)
 	flag.Parse()
 
 	if *usersFile != "" {
@@ -78,6 +79,13 @@ func main() {
 
 	logger := log.New(os.Stderr, "metakraftwerk-devserver: ", log.LstdFlags|log.Lmicroseconds)
 	cfg := devserver.Config{Users: users, TokenLifetime: *lifetime, Logger: logger}
+	if *paginate != "" {
+		p, err := devserver.ParsePaginate(*paginate)
+		if err != nil {
+			log.Fatal(err)
+		}
+		cfg.Paginate = p
+	}
 	if *quiet {
 		cfg.Logger = nil
 	}

@@ -65,6 +65,33 @@ type Config struct {
 	// OnIssue, when set, is called with every access token issued (tests
 	// use it to know every token that must never leak).
 	OnIssue func(token string)
+	// Paginate, when set, makes the project list answer in pages the way a
+	// paginated Feathers service does.
+	Paginate *Paginate
+}
+
+// Paginate is Feathers' paginate option: find answers with
+// {"total","limit","skip","data"}, Default entries unless $limit asks for
+// another number, and never more than Max (when Max is set).
+type Paginate struct {
+	Default int `json:"default"`
+	Max     int `json:"max"`
+}
+
+// ParsePaginate reads "default[,max]", e.g. "10" or "10,50".
+func ParsePaginate(v string) (*Paginate, error) {
+	def, maxText, hasMax := strings.Cut(v, ",")
+	p := &Paginate{}
+	var err error
+	if p.Default, err = strconv.Atoi(strings.TrimSpace(def)); err != nil || p.Default < 1 {
+		return nil, fmt.Errorf("paginate %q: the default page size must be a positive number", v)
+	}
+	if hasMax {
+		if p.Max, err = strconv.Atoi(strings.TrimSpace(maxText)); err != nil || p.Max < 1 {
+			return nil, fmt.Errorf("paginate %q: max must be a positive number", v)
+		}
+	}
+	return p, nil
 }
 
 // Mode makes successful logins answer in a broken way.
@@ -151,6 +178,7 @@ type Server struct {
 	projects []project
 	key      []byte
 	lifetime time.Duration
+	paginate *Paginate
 	logger   *log.Logger
 	now      func() time.Time
 	onIssue  func(string)
@@ -177,6 +205,7 @@ func New(cfg Config) (*Server, error) {
 		byID:     map[string]User{},
 		key:      cfg.SigningKey,
 		lifetime: cfg.TokenLifetime,
+		paginate: cfg.Paginate,
 		logger:   cfg.Logger,
 		now:      cfg.Now,
 		onIssue:  cfg.OnIssue,
@@ -573,7 +602,8 @@ func (s *Server) handleProjects(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := s.userProjects(u)
-	if name := r.URL.Query().Get("name"); name != "" {
+	q := r.URL.Query()
+	if name := q.Get("name"); name != "" {
 		filtered := []project{}
 		for _, p := range out {
 			if p.Name == name {
@@ -582,7 +612,24 @@ func (s *Server) handleProjects(w http.ResponseWriter, r *http.Request) {
 		}
 		out = filtered
 	}
-	writeJSON(w, http.StatusOK, out)
+	if s.paginate == nil {
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	// As Feathers: $limit (default paginate.default, capped at
+	// paginate.max) and $skip select the page; total counts all matches.
+	limit, skip := s.paginate.Default, 0
+	if v, err := strconv.Atoi(q.Get("$limit")); err == nil && v >= 0 {
+		limit = v
+	}
+	if s.paginate.Max > 0 {
+		limit = min(limit, s.paginate.Max)
+	}
+	if v, err := strconv.Atoi(q.Get("$skip")); err == nil && v >= 0 {
+		skip = v
+	}
+	data := out[min(skip, len(out)):min(skip+limit, len(out))]
+	writeJSON(w, http.StatusOK, map[string]any{"total": len(out), "limit": limit, "skip": skip, "data": data})
 }
 
 func (s *Server) handleProject(w http.ResponseWriter, r *http.Request) {

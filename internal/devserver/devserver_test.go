@@ -3,6 +3,7 @@ package devserver
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -291,5 +292,60 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if _, err := New(Config{Users: []User{{Email: "a@x.y", Password: "p"}, {Email: "a@x.y", Password: "q"}}}); err == nil {
 		t.Error("duplicate user accepted")
+	}
+}
+
+func TestProjectsPaginateLikeFeathers(t *testing.T) {
+	var names []string
+	for i := range 23 {
+		names = append(names, fmt.Sprintf("P%02d", i))
+	}
+	r, err := Listen("127.0.0.1:0", Config{
+		Users:    []User{{ID: 1, Email: "a@example.com", Password: "pw-a-123", Projects: names}},
+		Paginate: &Paginate{Default: 10, Max: 15},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	_, body, _ := post(t, r.URL+"/authentication", `{"strategy":"local","email":"a@example.com","password":"pw-a-123"}`)
+	tok := body["accessToken"].(string)
+	page := func(query string) (total, limit, skip int, got []string) {
+		t.Helper()
+		code, raw := get(t, r.URL+"/api/v1/projects"+query, tok)
+		var p struct {
+			Total, Limit, Skip int
+			Data               []struct{ Name string }
+		}
+		if err := json.Unmarshal([]byte(raw), &p); code != 200 || err != nil {
+			t.Fatalf("%s: %d %v", query, code, err)
+		}
+		for _, d := range p.Data {
+			got = append(got, d.Name)
+		}
+		return p.Total, p.Limit, p.Skip, got
+	}
+	if total, limit, skip, got := page(""); total != 23 || limit != 10 || skip != 0 || len(got) != 10 || got[0] != "P00" {
+		t.Errorf("default page: %d %d %d %v", total, limit, skip, got)
+	}
+	if _, limit, skip, got := page("?$skip=10&$limit=100"); limit != 15 || skip != 10 || len(got) != 13 || got[0] != "P10" {
+		t.Errorf("capped page: %d %d %v", limit, skip, got)
+	}
+	if _, _, _, got := page("?%24skip=20"); len(got) != 3 || got[2] != "P22" {
+		t.Errorf("encoded $skip: %v", got)
+	}
+	if total, _, _, got := page("?$skip=99"); total != 23 || len(got) != 0 {
+		t.Errorf("beyond the end: %d %v", total, got)
+	}
+	if total, _, _, got := page("?name=P12"); total != 1 || len(got) != 1 {
+		t.Errorf("filtered: %d %v", total, got)
+	}
+	for _, bad := range []string{"0", "x", "10,0", ""} {
+		if _, err := ParsePaginate(bad); err == nil {
+			t.Errorf("ParsePaginate(%q) accepted", bad)
+		}
+	}
+	if p, err := ParsePaginate("10,50"); err != nil || *p != (Paginate{Default: 10, Max: 50}) {
+		t.Errorf("ParsePaginate: %+v %v", p, err)
 	}
 }
