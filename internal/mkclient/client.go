@@ -1,20 +1,21 @@
 // Package mkclient is a small client for the parts of the MetaKraftwerk API
 // that the Vault secrets engine needs: the password login and the project
 // list. It is shaped like go-github: a Client with a base URL and an injected
-// HTTP client, one method per endpoint taking a context, and typed errors that
-// carry the upstream status and message but never a password or a token.
+// HTTP client, one method per endpoint taking a context, typed results, and
+// typed errors that carry the upstream status and message but never a
+// password or a token.
 package mkclient
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,15 +35,27 @@ const (
 	DefaultMaxRetries = 3
 	// MaxRetryAfter caps how long a Retry-After header can make the client wait.
 	MaxRetryAfter = time.Minute
+	// MaxProjects bounds how many projects Projects reads across all pages.
+	MaxProjects = 10000
 
-	defaultRetryWaitMin = 250 * time.Millisecond
-	defaultRetryWaitMax = 5 * time.Second
-	userAgent           = "vault-plugin-secrets-metakraftwerk"
+	// maxHeaderBytes bounds the response headers; MetaKraftwerk sends a few
+	// hundred bytes.
+	maxHeaderBytes = 64 << 10
+	// projectPageLimit is the page size asked for after the first page;
+	// the server caps it at its own paginate.max.
+	projectPageLimit = 100
+	// maxProjectPages bounds the requests of one project listing, whatever
+	// page size the server chooses.
+	maxProjectPages = MaxProjects / 10
+
+	retryWaitMin = 250 * time.Millisecond
+	retryWaitMax = 5 * time.Second
+	userAgent    = "vault-plugin-secrets-metakraftwerk"
 )
 
 // Config configures a Client.
 type Config struct {
-	// BaseURL is the MetaKraftwerk host root, without a trailing slash.
+	// BaseURL is the MetaKraftwerk host root, as ValidateBaseURL returns it.
 	BaseURL string
 	// CACertPEM, when set, replaces the system roots for TLS verification.
 	CACertPEM string
@@ -50,9 +63,6 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxRetries is how many times a transient failure is retried.
 	MaxRetries int
-	// RetryWaitMin and RetryWaitMax bound the exponential backoff between
-	// attempts when the server sends no Retry-After. Zero means the default.
-	RetryWaitMin, RetryWaitMax time.Duration
 	// UserAgent is sent on every request; empty means the package default.
 	UserAgent string
 }
@@ -64,141 +74,10 @@ type Client struct {
 	rc        *retryablehttp.Client
 }
 
-// Sentinel errors; match them with errors.Is.
-var (
-	// ErrResponseTooLarge: the body exceeded MaxBodyBytes.
-	ErrResponseTooLarge = errors.New("response body exceeds the 1 MiB limit")
-	// ErrMalformedResponse: a success status with a body that cannot be used.
-	ErrMalformedResponse = errors.New("malformed response")
-	// ErrRedirect: the server answered with a redirect, which is never followed.
-	ErrRedirect = errors.New("redirect refused")
-)
-
-// APIError is an answer from MetaKraftwerk with an unexpected status.
-type APIError struct {
-	// Op names the call: "login" or "list projects".
-	Op         string
-	StatusCode int
-	// Message is the server's message (Feathers "message"), or the status text.
-	Message string
-	// Name is the Feathers error name when present, e.g. "NotAuthenticated".
-	Name string
-	// Location is set for redirects.
-	Location string
-	// Attempts is how many requests were made in total.
-	Attempts int
-}
-
-func (e *APIError) Error() string {
-	if e.Location != "" {
-		return fmt.Sprintf("MetaKraftwerk answered the %s request with HTTP %d and a redirect to %q; redirects are not followed so that credentials are never sent elsewhere (check base_url)",
-			e.Op, e.StatusCode, e.Location)
-	}
-	s := fmt.Sprintf("MetaKraftwerk answered the %s request with HTTP %d: %s", e.Op, e.StatusCode, e.Message)
-	if e.Attempts > 1 {
-		s += fmt.Sprintf(" (after %d attempts)", e.Attempts)
-	}
-	return s
-}
-
-// Is lets errors.Is(err, ErrRedirect) match redirect answers.
-func (e *APIError) Is(target error) bool {
-	return target == ErrRedirect && e.Location != ""
-}
-
-// Rejected reports whether MetaKraftwerk refused the request itself (bad
-// credentials, a missing field, no permission) rather than failing to serve
-// it. Such requests are never retried and are the caller's mistake.
-func (e *APIError) Rejected() bool {
-	switch e.StatusCode {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusUnprocessableEntity:
-		return true
-	}
-	return false
-}
-
-// TransportError is a failure to get any answer: connection refused, timeout,
-// TLS verification failure, or the caller's deadline while waiting to retry.
-type TransportError struct {
-	Op       string
-	Attempts int
-	// LastStatus is the status of the last answer, if a retryable answer
-	// (429, 5xx) came before the final failure.
-	LastStatus int
-	// Deadline is set when the caller's context ended the call, rather
-	// than the per-attempt timeout or the network.
-	Deadline bool
-	Err      error
-}
-
-func (e *TransportError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "could not reach MetaKraftwerk for the %s request", e.Op)
-	if e.Attempts > 0 {
-		fmt.Fprintf(&b, " (%d attempt", e.Attempts)
-		if e.Attempts > 1 {
-			b.WriteString("s")
-		}
-		if e.LastStatus != 0 {
-			fmt.Fprintf(&b, ", last answer HTTP %d", e.LastStatus)
-		}
-		b.WriteString(")")
-	}
-	if e.Deadline {
-		if errors.Is(e.Err, context.Canceled) {
-			b.WriteString(": the Vault request was cancelled")
-		} else {
-			b.WriteString(": the Vault request's deadline was reached")
-		}
-		return b.String()
-	}
-	fmt.Fprintf(&b, ": %s", describeTransportErr(e.Err))
-	return b.String()
-}
-
-func (e *TransportError) Unwrap() error { return e.Err }
-
-func describeTransportErr(err error) string {
-	if problem := tlsProblem(err); problem != "" {
-		return problem + ": " + err.Error()
-	}
-	if isTimeout(err) {
-		return "timed out (request_timeout): " + err.Error()
-	}
-	return err.Error()
-}
-
-// tlsProblem names a TLS verification failure, or returns "" when err is
-// not one. Such failures are never retried: asking again will not help.
-func tlsProblem(err error) string {
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verifyErr *tls.CertificateVerificationError
-	var recordErr tls.RecordHeaderError
-	switch {
-	case errors.As(err, &unknownCA):
-		return "TLS certificate signed by an unknown authority (set ca_cert to trust a private CA)"
-	case errors.As(err, &hostErr):
-		return "TLS certificate does not match the host name in base_url"
-	case errors.As(err, &invalid):
-		return "TLS certificate is invalid"
-	case errors.As(err, &verifyErr):
-		return "TLS certificate verification failed"
-	case errors.As(err, &recordErr):
-		return "the server did not answer with TLS (is base_url http rather than https?)"
-	}
-	return ""
-}
-
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
-}
-
 // New builds a Client from cfg. It fails only on an unusable CA bundle.
 func New(cfg Config) (*Client, error) {
 	transport := cleanhttp.DefaultPooledTransport() // keeps http.ProxyFromEnvironment
+	transport.MaxResponseHeaderBytes = maxHeaderBytes
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if strings.TrimSpace(cfg.CACertPEM) != "" {
 		pool, err := ParseCAPool(cfg.CACertPEM)
@@ -220,24 +99,12 @@ func New(cfg Config) (*Client, error) {
 		// the project call a bearer token; neither may go anywhere else.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-
-	retries := cfg.MaxRetries
-	if retries < 0 {
-		retries = 0
-	}
-	waitMin, waitMax := cfg.RetryWaitMin, cfg.RetryWaitMax
-	if waitMin <= 0 {
-		waitMin = defaultRetryWaitMin
-	}
-	if waitMax <= 0 {
-		waitMax = defaultRetryWaitMax
-	}
 	rc := &retryablehttp.Client{
 		HTTPClient:      httpClient,
 		Logger:          nil, // the engine logs what matters itself, without URLs or bodies
-		RetryWaitMin:    waitMin,
-		RetryWaitMax:    waitMax,
-		RetryMax:        retries,
+		RetryWaitMin:    retryWaitMin,
+		RetryWaitMax:    retryWaitMax,
+		RetryMax:        max(cfg.MaxRetries, 0),
 		CheckRetry:      checkRetry,
 		Backoff:         backoff,
 		ErrorHandler:    retryablehttp.PassthroughErrorHandler,
@@ -249,20 +116,6 @@ func New(cfg Config) (*Client, error) {
 		ua = userAgent
 	}
 	return &Client{baseURL: strings.TrimRight(cfg.BaseURL, "/"), userAgent: ua, rc: rc}, nil
-}
-
-// ParseCAPool parses a PEM bundle that must contain at least one certificate
-// and nothing but certificates.
-func ParseCAPool(pemText string) (*x509.CertPool, error) {
-	certs, err := ParsePEMCertificates([]byte(pemText))
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
 }
 
 // Close releases idle connections.
@@ -317,7 +170,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 // MaxRetryAfter), else exponentially between the client's bounds.
 func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
 	if resp != nil {
-		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			return min(d, MaxRetryAfter)
 		}
 	}
@@ -374,32 +227,52 @@ func readLimited(r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-func (c *Client) apiError(op string, resp *http.Response, body []byte, attempts int) *APIError {
-	e := &APIError{Op: op, StatusCode: resp.StatusCode, Attempts: attempts}
+func apiError(op string, resp *http.Response, body []byte, attempts int) *APIError {
+	e := &APIError{Op: op, StatusCode: resp.StatusCode, Attempts: attempts, Message: decodeErrorMessage(body, resp.StatusCode)}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		e.Location = resp.Header.Get("Location")
+		e.Location = clean(resp.Header.Get("Location"), maxMessageLen)
 		if e.Location == "" {
 			e.Location = "(no Location header)"
 		}
 	}
-	e.Name, e.Message = DecodeErrorBody(body, resp.StatusCode)
 	return e
 }
 
 // LoginResult is a successful password login.
 type LoginResult struct {
 	AccessToken string
-	UserID      string
-	Email       string
+	// UserID is the login answer's user id, else the token's sub claim.
+	UserID string
+	Email  string
+	Claims Claims
 	// Attempts is how many HTTP requests the login took (1 without retries).
 	Attempts int
+}
+
+// Claims is what the client reads from an access token. The signature is
+// not verified: the HS256 key is MetaKraftwerk's own secret.
+type Claims struct {
+	// ExpiresAt is the exp claim; zero when HasExp is false.
+	ExpiresAt time.Time
+	HasExp    bool
+	// ID is the jti claim, when present.
+	ID string
+	// Subject is the sub claim (the MetaKraftwerk user id), when present.
+	Subject string
+}
+
+// loginRequest is the documented body of POST /authentication.
+type loginRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+	Strategy string `json:"strategy"`
 }
 
 // Login performs POST {base_url}/authentication with the local strategy.
 // Redirects are refused; 400/401/403 are never retried.
 func (c *Client) Login(ctx context.Context, email, password string) (*LoginResult, error) {
 	const op = "login"
-	payload, err := json.Marshal(map[string]string{"strategy": "local", "email": email, "password": password})
+	payload, err := json.Marshal(loginRequest{Email: email, Password: password, Strategy: "local"})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the login request: %w", err)
 	}
@@ -409,9 +282,9 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return nil, c.apiError(op, resp, body, attempts)
+		return nil, apiError(op, resp, body, attempts)
 	}
-	res, err := DecodeLoginResponse(body)
+	res, err := decodeLoginResponse(body)
 	if err != nil {
 		return nil, err
 	}
@@ -427,69 +300,48 @@ type Project struct {
 	Disabled bool
 }
 
-// Projects lists the projects the token's user can access.
+// Projects lists the projects the token's user can access. A plain array
+// is the whole list. A Feathers page ({"total","limit","skip","data"}) is
+// followed with $skip and $limit until total is reached, for at most
+// MaxProjects projects.
 func (c *Client) Projects(ctx context.Context, accessToken string) ([]Project, error) {
+	// The first request asks for the server's default: a server without
+	// pagination would truncate its plain array to an explicit $limit.
+	query, skip := "", 0
+	var all []Project
+	for range maxProjectPages {
+		page, err := c.projectPage(ctx, accessToken, query)
+		if err != nil {
+			return nil, err
+		}
+		if page.paged && page.skip != skip {
+			return nil, fmt.Errorf("%w: asked for the projects from %d on, got a page from %d", ErrMalformedResponse, skip, page.skip)
+		}
+		all = append(all, page.projects...)
+		if !page.paged {
+			return all, nil
+		}
+		if page.total > MaxProjects {
+			return nil, fmt.Errorf("%w: MetaKraftwerk lists %d projects for this login, more than the %d the check reads", ErrTooManyProjects, page.total, MaxProjects)
+		}
+		skip += page.entries
+		if page.entries == 0 || skip >= page.total {
+			return all, nil
+		}
+		query = "?" + url.Values{"$skip": {strconv.Itoa(skip)}, "$limit": {strconv.Itoa(projectPageLimit)}}.Encode()
+	}
+	return nil, fmt.Errorf("%w: the project list did not end within %d pages", ErrTooManyProjects, maxProjectPages)
+}
+
+func (c *Client) projectPage(ctx context.Context, accessToken, query string) (projectPage, error) {
 	const op = "list projects"
-	resp, body, attempts, err := c.do(ctx, op, http.MethodGet, "/api/v1/projects", nil,
+	resp, body, attempts, err := c.do(ctx, op, http.MethodGet, "/api/v1/projects"+query, nil,
 		http.Header{"Authorization": {"Bearer " + accessToken}})
 	if err != nil {
-		return nil, err
+		return projectPage{}, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, c.apiError(op, resp, body, attempts)
+		return projectPage{}, apiError(op, resp, body, attempts)
 	}
-	return DecodeProjects(body)
-}
-
-// ValidateBaseURL checks and normalises a base URL: absolute, http(s), https
-// unless the host is loopback, no credentials, query or fragment. The
-// returned URL has no trailing slash.
-func ValidateBaseURL(raw string) (string, error) {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		return "", errors.New("must not be empty")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("is not a valid URL: %v", trimURLErr(err))
-	}
-	switch {
-	case !u.IsAbs() || u.Host == "":
-		return "", errors.New("must be an absolute URL such as https://app.metakraftwerk.com")
-	case u.Scheme != "https" && u.Scheme != "http":
-		return "", fmt.Errorf("scheme %q is not supported; use https", u.Scheme)
-	case u.User != nil:
-		return "", errors.New("must not contain credentials")
-	case u.RawQuery != "" || u.ForceQuery:
-		return "", errors.New("must not contain a query")
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return "", errors.New("must not contain a fragment")
-	case u.Port() != "" && !validPort(u.Port()):
-		return "", fmt.Errorf("port %q is not valid", u.Port())
-	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
-		return "", fmt.Errorf("must use https; http is allowed only for loopback hosts (localhost, 127.0.0.0/8, ::1), not %q", u.Hostname())
-	}
-	return strings.TrimRight(u.String(), "/"), nil
-}
-
-func trimURLErr(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
-}
-
-func validPort(p string) bool {
-	if len(p) == 0 || len(p) > 5 {
-		return false
-	}
-	n := 0
-	for _, r := range p {
-		if r < '0' || r > '9' {
-			return false
-		}
-		n = n*10 + int(r-'0')
-	}
-	return n > 0 && n <= 65535
+	return decodeProjects(body)
 }

@@ -3,12 +3,18 @@ package mkclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http/httpproxy"
 )
 
 func TestParseRetryAfter(t *testing.T) {
@@ -30,9 +36,9 @@ func TestParseRetryAfter(t *testing.T) {
 		{"99999999999999999999", 0, false},
 	}
 	for _, tt := range tests {
-		got, ok := ParseRetryAfter(tt.in, now)
+		got, ok := parseRetryAfter(tt.in, now)
 		if got != tt.want || ok != tt.ok {
-			t.Errorf("ParseRetryAfter(%q) = %s, %v; want %s, %v", tt.in, got, ok, tt.want, tt.ok)
+			t.Errorf("parseRetryAfter(%q) = %s, %v; want %s, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
 }
@@ -55,55 +61,117 @@ func TestBackoffHonoursAndCapsRetryAfter(t *testing.T) {
 	}
 }
 
-func TestDecodeErrorBody(t *testing.T) {
+func TestDecodeErrorMessage(t *testing.T) {
 	tests := []struct {
-		body          string
-		status        int
-		name, message string
+		body    string
+		status  int
+		message string
 	}{
-		{`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`, 401, "NotAuthenticated", "Invalid login"},
-		{`{"message":"'email' is required"}`, 400, "", "'email' is required"},
-		{`{"message":42}`, 400, "", "Bad Request"},
-		{`<html>nope</html>`, 502, "", "Bad Gateway"},
-		{``, 599, "", "HTTP 599"},
-		{`{"message":"line1\nline2\u0000"}`, 400, "", "line1line2"},
-		{`{"message":"` + strings.Repeat("é", 300) + `"}`, 400, "", strings.Repeat("é", 200) + "…"},
+		{`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`, 401, "Invalid login"},
+		{`{"message":"'email' is required"}`, 400, "'email' is required"},
+		{`{"message":42}`, 400, "Bad Request"},
+		{`{"message":" \u0000 "}`, 400, "Bad Request"},
+		{`<html>nope</html>`, 502, "Bad Gateway"},
+		{``, 599, "HTTP 599"},
+		{`{"message":"line1\nline2\u0000"}`, 400, "line1line2"},
+		{`{"message":"` + strings.Repeat("é", 300) + `"}`, 400, strings.Repeat("é", 200) + "…"},
 	}
 	for _, tt := range tests {
-		name, msg := DecodeErrorBody([]byte(tt.body), tt.status)
-		if name != tt.name || msg != tt.message {
-			t.Errorf("DecodeErrorBody(%.40q) = %q, %q; want %q, %q", tt.body, name, msg, tt.name, tt.message)
+		if msg := decodeErrorMessage([]byte(tt.body), tt.status); msg != tt.message {
+			t.Errorf("decodeErrorMessage(%.40q) = %q; want %q", tt.body, msg, tt.message)
 		}
 	}
 }
 
+// testJWT signs claims the way MetaKraftwerk does (HS256, typ access).
+func testJWT(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["typ"] = "access"
+	s, err := tok.SignedString([]byte("test-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestDecodeLoginResponse(t *testing.T) {
-	res, err := DecodeLoginResponse([]byte(`{"accessToken":"a.b.c","authentication":{"strategy":"local","payload":{"x":1}},"user":{"id":12,"email":"ci@example.com","extra":true}}`))
-	if err != nil || res.AccessToken != "a.b.c" || res.UserID != "12" || res.Email != "ci@example.com" {
+	exp := time.Date(2026, 11, 28, 4, 0, 0, 0, time.UTC)
+	tok := testJWT(t, jwt.MapClaims{"exp": exp.Unix(), "jti": "id-1", "sub": "12"})
+	res, err := decodeLoginResponse([]byte(`{"accessToken":"` + tok + `","authentication":{"strategy":"local","payload":{"x":1}},"user":{"id":12,"email":"ci@example.com","extra":true}}`))
+	if err != nil || res.AccessToken != tok || res.UserID != "12" || res.Email != "ci@example.com" {
 		t.Fatalf("got %+v, %v", res, err)
 	}
-	res, err = DecodeLoginResponse([]byte(`{"accessToken":"a.b.c","user":{"id":"u-12"}}`))
+	if want := (Claims{ExpiresAt: exp, HasExp: true, ID: "id-1", Subject: "12"}); res.Claims != want {
+		t.Fatalf("claims %+v, want %+v", res.Claims, want)
+	}
+	res, err = decodeLoginResponse([]byte(`{"accessToken":"` + tok + `","user":{"id":"u-12"}}`))
 	if err != nil || res.UserID != "u-12" {
 		t.Fatalf("string id: %+v, %v", res, err)
 	}
+	// Without a user in the answer, the user id comes from sub.
+	res, err = decodeLoginResponse([]byte(`{"accessToken":"` + tok + `"}`))
+	if err != nil || res.UserID != "12" {
+		t.Fatalf("no user: %+v, %v", res, err)
+	}
 	for _, bad := range []string{``, `[]`, `"x"`, `{}`, `{"accessToken":""}`, `{"accessToken":7}`, `{"authentication":{"accessToken":"a.b.c"}}`} {
-		if _, err := DecodeLoginResponse([]byte(bad)); !errors.Is(err, ErrMalformedResponse) {
+		if _, err := decodeLoginResponse([]byte(bad)); !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("%q: err = %v, want ErrMalformedResponse", bad, err)
 		}
 	}
 }
 
+func TestParseClaims(t *testing.T) {
+	long := strings.Repeat("é", 150) // 300 bytes: a byte cut would split a rune
+	tests := []struct {
+		name  string
+		token string
+		want  Claims
+		err   string
+	}{
+		{"no exp", testJWT(t, jwt.MapClaims{"jti": "j"}), Claims{ID: "j"}, ""},
+		{"claims bounded on a rune boundary", testJWT(t, jwt.MapClaims{"jti": long, "sub": "a\u0000b"}),
+			Claims{ID: strings.Repeat("é", maxClaimLen) + "…", Subject: "ab"}, ""},
+		{"exp not a number", testJWT(t, jwt.MapClaims{"exp": "soon"}), Claims{}, "exp claim is not a number"},
+		{"exp beyond 9999", testJWT(t, jwt.MapClaims{"exp": 1e300}), Claims{}, "outside the years 1970 to 9999"},
+		{"negative exp", testJWT(t, jwt.MapClaims{"exp": -5}), Claims{}, "outside the years 1970 to 9999"},
+		{"not three segments", "opaque-token", Claims{}, "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseClaims(tt.token)
+			if tt.err != "" {
+				if !errors.Is(err, ErrNotAJWT) || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), tt.token) {
+					t.Fatalf("err = %v, want ErrNotAJWT with %q and without the token", err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestDecodeProjects(t *testing.T) {
-	ps, err := DecodeProjects([]byte(`[{"id":402,"name":"DEMO_PROJECT","deleted":false,"disabled":true},{"id":1},{"name":"B"}]`))
-	if err != nil || len(ps) != 2 || ps[0].ID != "402" || !ps[0].Disabled || ps[1].Name != "B" {
-		t.Fatalf("got %+v, %v", ps, err)
+	page, err := decodeProjects([]byte(`[{"id":402,"name":"DEMO_PROJECT","deleted":false,"disabled":true},{"id":1},{"name":"B"}]`))
+	ps := page.projects
+	if err != nil || page.paged || page.entries != 3 || len(ps) != 2 || ps[0].ID != "402" || !ps[0].Disabled || ps[1].Name != "B" {
+		t.Fatalf("got %+v, %v", page, err)
 	}
-	ps, err = DecodeProjects([]byte(`{"total":1,"data":[{"id":1,"name":"P"}]}`))
-	if err != nil || len(ps) != 1 || ps[0].Name != "P" {
-		t.Fatalf("paged: %+v, %v", ps, err)
+	page, err = decodeProjects([]byte(`{"total":12,"limit":10,"skip":10,"data":[{"id":1,"name":"P"},{"id":2}]}`))
+	if err != nil || !page.paged || page.total != 12 || page.skip != 10 || page.entries != 2 || len(page.projects) != 1 {
+		t.Fatalf("paged: %+v, %v", page, err)
 	}
-	if _, err := DecodeProjects([]byte(`{"x":1}`)); !errors.Is(err, ErrMalformedResponse) {
-		t.Fatalf("err = %v", err)
+	// A page without a total cannot be followed: it is the whole list.
+	page, err = decodeProjects([]byte(`{"data":[{"id":1,"name":"P"}]}`))
+	if err != nil || page.paged || len(page.projects) != 1 {
+		t.Fatalf("data without total: %+v, %v", page, err)
+	}
+	for _, bad := range []string{`{"x":1}`, `{"total":1,"data":{}}`, `7`} {
+		if _, err := decodeProjects([]byte(bad)); !errors.Is(err, ErrMalformedResponse) {
+			t.Errorf("%s: err = %v", bad, err)
+		}
 	}
 }
 
@@ -115,6 +183,13 @@ func TestValidateBaseURL(t *testing.T) {
 		"http://localhost:8787":              "http://localhost:8787",
 		"http://127.0.0.2":                   "http://127.0.0.2",
 		"http://[::1]:80/":                   "http://[::1]:80",
+		"https://App.MetaKraftwerk.COM/Base": "https://app.metakraftwerk.com/Base",
+		// Loopback spellings that Go's proxy logic would not recognise.
+		"http://LOCALHOST:8787":      "http://localhost:8787",
+		"http://localhost.:8787/mk/": "http://localhost:8787/mk",
+		"http://LocalHost.":          "http://localhost",
+		"http://127.0.0.1.:8787":     "http://127.0.0.1:8787",
+		"http://[0:0:0:0:0:0:0:1]":   "http://[0:0:0:0:0:0:0:1]",
 	}
 	for in, want := range good {
 		if got, err := ValidateBaseURL(in); err != nil || got != want {
@@ -124,7 +199,7 @@ func TestValidateBaseURL(t *testing.T) {
 	for _, bad := range []string{"", "   ", "mk.example.com", "/relative", "ftp://x.example.com", "http://example.com",
 		"http://192.168.1.1", "http://[::2]", "https://user:pw@x.example.com", "https://x.example.com?q=1",
 		"https://x.example.com/?", "https://x.example.com#f", "https://x.example.com:0", "https://x.example.com:abc",
-		"http://localhost.example.com", "https://%zz"} {
+		"http://localhost.example.com", "http://localhost..", "http://127.1", "http://0x7f.0.0.1", "https://%zz"} {
 		if got, err := ValidateBaseURL(bad); err == nil {
 			t.Errorf("ValidateBaseURL(%q) = %q, want an error", bad, got)
 		}
@@ -145,12 +220,13 @@ func TestLoginSendsDocumentedRequest(t *testing.T) {
 	var got struct {
 		method, path, contentType, body string
 	}
+	tok := testJWT(t, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b := make([]byte, 1024)
 		n, _ := r.Body.Read(b)
 		got.method, got.path, got.contentType, got.body = r.Method, r.URL.Path, r.Header.Get("Content-Type"), string(b[:n])
 		w.WriteHeader(http.StatusCreated)
-		_, _ = w.Write([]byte(`{"accessToken":"t.t.t","user":{"id":1,"email":"a@b.c"}}`))
+		_, _ = w.Write([]byte(`{"accessToken":"` + tok + `","user":{"id":1,"email":"a@b.c"}}`))
 	}))
 	defer srv.Close()
 	c, err := New(Config{BaseURL: srv.URL + "/"})
@@ -158,7 +234,7 @@ func TestLoginSendsDocumentedRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := c.Login(context.Background(), "a@b.c", `p"w`)
-	if err != nil || res.AccessToken != "t.t.t" || res.Attempts != 1 {
+	if err != nil || res.AccessToken != tok || res.Attempts != 1 {
 		t.Fatalf("login: %+v %v", res, err)
 	}
 	if got.method != "POST" || got.path != "/authentication" || got.contentType != "application/json" ||
@@ -200,11 +276,191 @@ func TestDeadlineWhileWaitingToRetry(t *testing.T) {
 	}
 }
 
-func TestParsePEMCertificatesRejectsTrailingGarbage(t *testing.T) {
-	if _, err := ParsePEMCertificates([]byte("")); err == nil {
+func TestParseCAPoolRejectsGarbage(t *testing.T) {
+	if _, err := ParseCAPool(""); err == nil {
 		t.Error("empty bundle accepted")
 	}
-	if _, err := ParsePEMCertificates([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\ntrailing")); err == nil {
+	if _, err := ParseCAPool("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\ntrailing"); err == nil {
 		t.Error("garbage accepted")
+	}
+}
+
+// Every loopback spelling ValidateBaseURL accepts for plain http comes out
+// in a form that Go's proxy logic sends directly, never through HTTP_PROXY.
+func TestLoopbackSpellingsBypassTheProxy(t *testing.T) {
+	for _, raw := range []string{"http://LOCALHOST:8787", "http://localhost.:8787", "http://LocalHost.",
+		"http://127.0.0.1.:8787", "http://127.9.9.9:1/x", "http://[::1]:9000", "http://[0:0:0:0:0:0:0:1]"} {
+		norm, err := ValidateBaseURL(raw)
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		for _, u := range []string{raw, norm} {
+			parsed, _ := url.Parse(u + "/authentication")
+			p, err := testProxy(parsed)
+			if u == norm && (err != nil || p != nil) {
+				t.Errorf("%q (from %q) goes through the proxy %v (%v)", u, raw, p, err)
+			}
+		}
+	}
+	// The check above is meaningful: Go does proxy these spellings as written.
+	parsed, _ := url.Parse("http://LOCALHOST:8787/authentication")
+	if p, _ := testProxy(parsed); p == nil {
+		t.Fatal("Go no longer proxies http://LOCALHOST; the normalisation may be unnecessary")
+	}
+}
+
+// With HTTP_PROXY in the environment, a client built for a normalised
+// loopback URL talks to the server directly; the proxy sees nothing.
+func TestLoginToLoopbackNeverUsesTheProxy(t *testing.T) {
+	var proxied atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied.Add(1)
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	defer proxy.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, `{"accessToken":%q}`, testJWT(t, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}))
+	}))
+	defer srv.Close()
+	port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
+	base, err := ValidateBaseURL("http://LOCALHOST.:" + port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := New(Config{BaseURL: base, MaxRetries: 0})
+	// What http.ProxyFromEnvironment does with HTTP_PROXY set (it reads
+	// the environment only once per process, so a test cannot set it).
+	proxyFunc := (&httpproxy.Config{HTTPProxy: proxy.URL}).ProxyFunc()
+	c.rc.HTTPClient.Transport.(*http.Transport).Proxy = func(r *http.Request) (*url.URL, error) { return proxyFunc(r.URL) }
+	if _, err := c.Login(context.Background(), "a@b.c", "pw"); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	if n := proxied.Load(); n != 0 {
+		t.Fatalf("the proxy received %d requests", n)
+	}
+	// The same client pointed at the spelling as typed would have used it.
+	c.baseURL = "http://LOCALHOST:" + port
+	_, _ = c.Login(context.Background(), "a@b.c", "pw")
+	if proxied.Load() == 0 {
+		t.Fatal("the proxy stand-in is not consulted; the test proves nothing")
+	}
+}
+
+// An https base_url pointing at a plain-HTTP server is a configuration
+// error: one attempt, and the hint says so.
+func TestHTTPSToPlainHTTPServer(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer srv.Close()
+	c, _ := New(Config{BaseURL: strings.Replace(srv.URL, "http://", "https://", 1), MaxRetries: 3})
+	start := time.Now()
+	_, err := c.Login(context.Background(), "a@b.c", "pw")
+	var te *TransportError
+	if !errors.As(err, &te) || te.Attempts != 1 {
+		t.Fatalf("err = %v, want one attempt", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "did not answer with TLS") || !strings.Contains(msg, "plain http") {
+		t.Fatalf("message %q lacks the hint", msg)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("took %s: retried", time.Since(start))
+	}
+}
+
+// A redirect's target is quoted bounded, like any upstream text; a header
+// beyond the header limit ends the request without reading it all.
+func TestRedirectLocationBounded(t *testing.T) {
+	for _, size := range []int{60 << 10, 2 << 20} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Location", "https://elsewhere.example.com/"+strings.Repeat("a", size))
+				w.WriteHeader(http.StatusTemporaryRedirect)
+			}))
+			defer srv.Close()
+			c, _ := New(Config{BaseURL: srv.URL, MaxRetries: 0})
+			_, err := c.Login(context.Background(), "a@b.c", "pw")
+			if err == nil || len(err.Error()) > 1000 {
+				t.Fatalf("error of %d bytes", len(fmt.Sprint(err)))
+			}
+			if size < maxHeaderBytes && (!errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "https://elsewhere.example.com/aaa")) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+}
+
+// feathersProjects serves n projects the way a paginated Feathers service
+// does: a page of `def` by default, $limit capped at `maxLimit`.
+func feathersProjects(t *testing.T, n, def, maxLimit int, requests *atomic.Int64) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		q := r.URL.Query()
+		limit, skip := def, 0
+		if v := q.Get("$limit"); v != "" {
+			limit, _ = strconv.Atoi(v)
+		}
+		if v := q.Get("$skip"); v != "" {
+			skip, _ = strconv.Atoi(v)
+		}
+		limit = min(limit, maxLimit)
+		var data []string
+		for i := skip; i < min(skip+limit, n); i++ {
+			data = append(data, fmt.Sprintf(`{"id":%d,"name":"P%d"}`, i, i))
+		}
+		_, _ = fmt.Fprintf(w, `{"total":%d,"limit":%d,"skip":%d,"data":[%s]}`, n, limit, skip, strings.Join(data, ","))
+	}))
+}
+
+func TestProjectsFollowsPages(t *testing.T) {
+	tests := []struct {
+		n, def, maxLimit int
+		requests         int64
+	}{
+		{5, 10, 50, 1},     // fits the first page
+		{10, 10, 50, 1},    // exactly one page
+		{11, 10, 50, 2},    // P10 is on page 2
+		{123, 10, 50, 4},   // 10 + 50 + 50 + 13
+		{250, 10, 1000, 4}, // 10 + 100 + 100 + 40: we ask for 100
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d projects, page %d, max %d", tt.n, tt.def, tt.maxLimit), func(t *testing.T) {
+			var requests atomic.Int64
+			srv := feathersProjects(t, tt.n, tt.def, tt.maxLimit, &requests)
+			defer srv.Close()
+			c, _ := New(Config{BaseURL: srv.URL})
+			ps, err := c.Projects(context.Background(), "tok")
+			if err != nil || len(ps) != tt.n {
+				t.Fatalf("%d projects, %v", len(ps), err)
+			}
+			for i, p := range ps {
+				if p.Name != fmt.Sprintf("P%d", i) {
+					t.Fatalf("project %d is %q", i, p.Name)
+				}
+			}
+			if got := requests.Load(); got != tt.requests {
+				t.Errorf("%d requests, want %d", got, tt.requests)
+			}
+		})
+	}
+}
+
+func TestProjectsPaginationBounds(t *testing.T) {
+	var requests atomic.Int64
+	srv := feathersProjects(t, MaxProjects+1, 10, 50, &requests)
+	defer srv.Close()
+	c, _ := New(Config{BaseURL: srv.URL})
+	if _, err := c.Projects(context.Background(), "tok"); !errors.Is(err, ErrTooManyProjects) || requests.Load() != 1 {
+		t.Fatalf("over the bound: %v after %d requests", err, requests.Load())
+	}
+
+	// A server that ignores $skip would serve page 1 forever.
+	stuck := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"total":30,"limit":10,"skip":0,"data":[{"id":1,"name":"A"},{"id":2,"name":"B"}]}`))
+	}))
+	defer stuck.Close()
+	c, _ = New(Config{BaseURL: stuck.URL})
+	if _, err := c.Projects(context.Background(), "tok"); !errors.Is(err, ErrMalformedResponse) || !strings.Contains(err.Error(), "from 2 on") {
+		t.Fatalf("stuck pagination: %v", err)
 	}
 }

@@ -7,46 +7,32 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
-// maxMessageLen bounds an upstream message quoted in an error.
-const maxMessageLen = 200
+const (
+	// maxMessageLen bounds, in runes, an upstream string quoted in an error.
+	maxMessageLen = 200
+	// maxClaimLen bounds, in runes, a token claim that is logged or returned.
+	maxClaimLen = 128
+)
 
-// DecodeErrorBody extracts the Feathers error name and message from an error
-// body, leniently: any JSON object with a string "message" is used; anything
-// else falls back to the HTTP status text. The message is cleaned of control
-// characters and shortened so that it is safe to quote.
-func DecodeErrorBody(body []byte, status int) (name, message string) {
-	var fe struct {
-		Name    any `json:"name"`
-		Message any `json:"message"`
-	}
-	if err := json.Unmarshal(bytes.TrimSpace(body), &fe); err == nil {
-		if s, ok := fe.Name.(string); ok {
-			name = clean(s)
-		}
-		if s, ok := fe.Message.(string); ok {
-			message = clean(s)
-		}
-	}
-	if message == "" {
-		message = http.StatusText(status)
-		if message == "" {
-			message = "HTTP " + strconv.Itoa(status)
-		}
-	}
-	return name, message
-}
+// maxExp bounds the exp claim so that duration arithmetic cannot overflow.
+var maxExp = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+// ErrNotAJWT means the login answer's accessToken could not be decoded as a JWT.
+var ErrNotAJWT = errors.New("the accessToken in MetaKraftwerk's login answer is not a JWT")
 
 // clean removes control characters and bounds the length (on a rune
-// boundary) so that an upstream string can be quoted in an error.
-func clean(s string) string {
+// boundary, marking the cut with "…") so that an outside string can be
+// quoted in an error or a log line.
+func clean(s string, maxRunes int) string {
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
 			return -1
@@ -54,15 +40,36 @@ func clean(s string) string {
 		return r
 	}, s)
 	s = strings.TrimSpace(s)
-	if r := []rune(s); len(r) > maxMessageLen {
-		s = string(r[:maxMessageLen]) + "…"
+	if r := []rune(s); len(r) > maxRunes {
+		s = string(r[:maxRunes]) + "…"
 	}
 	return s
 }
 
-// DecodeLoginResponse reads the top-level accessToken and the user from a
-// login answer. Unknown fields are ignored. The error never contains the body.
-func DecodeLoginResponse(body []byte) (*LoginResult, error) {
+// decodeErrorMessage extracts the Feathers error message from an error body,
+// leniently: any JSON object with a string "message" is used; anything else
+// falls back to the HTTP status text.
+func decodeErrorMessage(body []byte, status int) string {
+	var fe struct {
+		Message any `json:"message"`
+	}
+	if json.Unmarshal(bytes.TrimSpace(body), &fe) == nil {
+		if s, ok := fe.Message.(string); ok {
+			if m := clean(s, maxMessageLen); m != "" {
+				return m
+			}
+		}
+	}
+	if text := http.StatusText(status); text != "" {
+		return text
+	}
+	return "HTTP " + strconv.Itoa(status)
+}
+
+// decodeLoginResponse reads the top-level accessToken, its claims and the
+// user from a login answer. Unknown fields are ignored. Errors never contain
+// the body or the token.
+func decodeLoginResponse(body []byte) (*LoginResult, error) {
 	var lr struct {
 		AccessToken any `json:"accessToken"`
 		User        *struct {
@@ -78,14 +85,61 @@ func DecodeLoginResponse(body []byte) (*LoginResult, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("%w: the login answer has no accessToken", ErrMalformedResponse)
 	}
-	res := &LoginResult{AccessToken: tok}
+	claims, err := parseClaims(tok)
+	if err != nil {
+		return nil, err
+	}
+	res := &LoginResult{AccessToken: tok, Claims: claims}
 	if lr.User != nil {
 		res.UserID = rawScalar(lr.User.ID)
 		if e, ok := lr.User.Email.(string); ok {
-			res.Email = clean(e)
+			res.Email = clean(e, maxMessageLen)
 		}
 	}
+	if res.UserID == "" {
+		res.UserID = claims.Subject
+	}
 	return res, nil
+}
+
+// parseClaims decodes a JWT's claims without verifying its signature.
+func parseClaims(token string) (Claims, error) {
+	var out Claims
+	claims := jwt.MapClaims{}
+	parser := jwt.NewParser(jwt.WithoutClaimsValidation())
+	if _, _, err := parser.ParseUnverified(token, claims); err != nil {
+		return out, fmt.Errorf("%w (%s)", ErrNotAJWT, describeJWTError(err))
+	}
+	exp, err := claims.GetExpirationTime()
+	if err != nil {
+		return out, fmt.Errorf("%w (its exp claim is not a number of seconds)", ErrNotAJWT)
+	}
+	if exp != nil {
+		if exp.Unix() < 0 || exp.Unix() > maxExp.Unix() {
+			return out, fmt.Errorf("%w (its exp claim is outside the years 1970 to 9999)", ErrNotAJWT)
+		}
+		out.ExpiresAt = exp.Time.UTC()
+		out.HasExp = true
+	}
+	if jti, ok := claims["jti"].(string); ok {
+		out.ID = clean(jti, maxClaimLen)
+	}
+	if sub, err := claims.GetSubject(); err == nil {
+		out.Subject = clean(sub, maxClaimLen)
+	}
+	return out, nil
+}
+
+// describeJWTError names the kind of decoding failure without any token text.
+func describeJWTError(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed: expected three base64url segments with JSON header and claims"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "unsupported header"
+	default:
+		return "cannot be decoded"
+	}
 }
 
 // rawScalar renders a JSON number or string as text; anything else is "".
@@ -96,7 +150,7 @@ func rawScalar(raw json.RawMessage) string {
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return clean(s)
+		return clean(s, maxClaimLen)
 	}
 	var n json.Number
 	if json.Unmarshal(raw, &n) == nil {
@@ -105,24 +159,44 @@ func rawScalar(raw json.RawMessage) string {
 	return ""
 }
 
-// DecodeProjects reads the project array. Entries without a name are skipped.
-func DecodeProjects(body []byte) ([]Project, error) {
-	var raw []struct {
+// projectPage is one answer of the project list. Feathers answers either
+// with a plain array (pagination off) or with a page object; paged is set
+// for the latter.
+type projectPage struct {
+	projects []Project
+	// entries counts the page's entries, named or not (the next $skip).
+	entries     int
+	paged       bool
+	total, skip int
+}
+
+// decodeProjects reads one project list answer. Entries without a name
+// are skipped.
+func decodeProjects(body []byte) (projectPage, error) {
+	type entry struct {
 		ID       json.RawMessage `json:"id"`
 		Name     any             `json:"name"`
 		Deleted  any             `json:"deleted"`
 		Disabled any             `json:"disabled"`
 	}
+	var page projectPage
+	var raw []entry
 	if err := json.Unmarshal(body, &raw); err != nil {
-		// Some deployments may wrap lists as {"data":[...]} (Feathers pagination).
 		var paged struct {
-			Data json.RawMessage `json:"data"`
+			Total *int            `json:"total"`
+			Skip  int             `json:"skip"`
+			Data  json.RawMessage `json:"data"`
 		}
 		if json.Unmarshal(body, &paged) != nil || len(paged.Data) == 0 || json.Unmarshal(paged.Data, &raw) != nil {
-			return nil, fmt.Errorf("%w: the project list is not a JSON array", ErrMalformedResponse)
+			return page, fmt.Errorf("%w: the project list is neither a JSON array nor a page of one", ErrMalformedResponse)
+		}
+		// A page without a total cannot be followed; it is all there is.
+		if paged.Total != nil {
+			page.paged, page.total, page.skip = true, *paged.Total, paged.Skip
 		}
 	}
-	out := make([]Project, 0, len(raw))
+	page.entries = len(raw)
+	page.projects = make([]Project, 0, len(raw))
 	for _, p := range raw {
 		name, _ := p.Name.(string)
 		if name == "" {
@@ -130,15 +204,15 @@ func DecodeProjects(body []byte) ([]Project, error) {
 		}
 		del, _ := p.Deleted.(bool)
 		dis, _ := p.Disabled.(bool)
-		out = append(out, Project{ID: rawScalar(p.ID), Name: name, Deleted: del, Disabled: dis})
+		page.projects = append(page.projects, Project{ID: rawScalar(p.ID), Name: name, Deleted: del, Disabled: dis})
 	}
-	return out, nil
+	return page, nil
 }
 
-// ParseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date
 // (RFC 9110 §10.2.3). A date in the past means "now". Invalid values report
 // ok=false so that the caller falls back to its own backoff.
-func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
@@ -154,18 +228,15 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if err != nil {
 		return 0, false
 	}
-	d := t.Sub(now)
-	if d < 0 {
-		d = 0
-	}
-	return d, true
+	return max(t.Sub(now), 0), true
 }
 
-// ParsePEMCertificates parses a PEM bundle: at least one CERTIFICATE block,
-// no other block types, no trailing garbage.
-func ParsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := bytes.TrimSpace(data)
+// ParseCAPool parses a PEM bundle that must contain at least one certificate
+// and nothing but certificates: no other block types, no trailing garbage.
+func ParseCAPool(pemText string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	rest := bytes.TrimSpace([]byte(pemText))
 	for len(rest) > 0 {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
@@ -177,23 +248,14 @@ func ParsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d cannot be parsed: %v", len(certs)+1, err)
+			return nil, fmt.Errorf("certificate %d cannot be parsed: %v", n+1, err)
 		}
-		certs = append(certs, c)
+		pool.AddCert(c)
+		n++
 		rest = bytes.TrimSpace(rest)
 	}
-	if len(certs) == 0 {
+	if n == 0 {
 		return nil, errors.New("contains no PEM certificate")
 	}
-	return certs, nil
-}
-
-// IsLoopbackHost reports whether host is localhost, in 127.0.0.0/8 or ::1.
-func IsLoopbackHost(host string) bool {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
+	return pool, nil
 }

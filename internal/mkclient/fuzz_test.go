@@ -7,19 +7,23 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/net/http/httpproxy"
 )
 
 // Fuzz targets for every parser of data that comes from outside: login and
-// error bodies, project lists, Retry-After, base URLs and CA bundles. Their
-// seed corpora (testdata/fuzz and the f.Add calls) run in `make test`;
-// `make fuzz` explores further.
+// error bodies, access-token claims, project lists, Retry-After, base URLs
+// and CA bundles. Their seed corpora (testdata/fuzz and the f.Add calls)
+// run in `make test`; `make fuzz` explores further.
 
 func FuzzDecodeLoginResponse(f *testing.F) {
 	f.Add([]byte(`{"accessToken":"a.b.c","authentication":{"strategy":"local","accessToken":"a.b.c"},"user":{"id":1,"email":"x@y.z"}}`))
 	f.Add([]byte(`{"accessToken":null,"user":{"id":[1]}}`))
 	f.Add([]byte(`{"accessToken":"  x  ","user":null}`))
+	f.Add([]byte(`{"accessToken":"eyJhbGciOiJIUzI1NiIsInR5cCI6ImFjY2VzcyJ9.eyJleHAiOjE4MDAwMDAwMDAsInN1YiI6IjcifQ.c2ln","user":{"email":"a@b.c"}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		res, err := DecodeLoginResponse(body)
+		res, err := decodeLoginResponse(body)
 		if err != nil {
 			if strings.Contains(err.Error(), string(body)) && len(body) > 8 {
 				t.Fatalf("error quotes the body: %v", err)
@@ -37,7 +41,7 @@ func FuzzDecodeErrorBody(f *testing.F) {
 	f.Add([]byte(`<html>`), 502)
 	f.Add([]byte(`{"message":"\u0000\u001b[31m"}`), 400)
 	f.Fuzz(func(t *testing.T, body []byte, status int) {
-		_, msg := DecodeErrorBody(body, status)
+		msg := decodeErrorMessage(body, status)
 		if msg == "" {
 			t.Fatal("empty message")
 		}
@@ -56,11 +60,14 @@ func FuzzDecodeProjects(f *testing.F) {
 	f.Add([]byte(`[{"id":402,"name":"DEMO_PROJECT","deleted":false,"disabled":false}]`))
 	f.Add([]byte(`{"data":[{"name":"P"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		ps, err := DecodeProjects(body)
+		page, err := decodeProjects(body)
 		if err != nil {
 			return
 		}
-		for _, p := range ps {
+		if page.entries < len(page.projects) {
+			t.Fatalf("%d projects from %d entries", len(page.projects), page.entries)
+		}
+		for _, p := range page.projects {
 			if p.Name == "" {
 				t.Fatal("project without a name")
 			}
@@ -75,7 +82,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 	f.Add("-5")
 	f.Add("4294967296")
 	f.Fuzz(func(t *testing.T, v string) {
-		d, ok := ParseRetryAfter(v, now)
+		d, ok := parseRetryAfter(v, now)
 		if !ok && d != 0 {
 			t.Fatalf("invalid value gave %s", d)
 		}
@@ -93,6 +100,9 @@ func FuzzValidateBaseURL(f *testing.F) {
 	f.Add("https://app.metakraftwerk.com/")
 	f.Add("http://127.0.0.1:8787")
 	f.Add("http://[::1]:1/x#y")
+	f.Add("http://LOCALHOST.:8080")
+	f.Add("http://127.0.0.1.:1/")
+	f.Add("http://[0:0:0:0:0:0:0:1]")
 	f.Add("https://u@h")
 	f.Fuzz(func(t *testing.T, raw string) {
 		u, err := ValidateBaseURL(raw)
@@ -106,6 +116,12 @@ func FuzzValidateBaseURL(f *testing.F) {
 		if parsed.Scheme == "http" && !IsLoopbackHost(parsed.Hostname()) {
 			t.Fatalf("accepted plain http to %q", parsed.Hostname())
 		}
+		// Whatever the spelling, a plain-http login never goes to a proxy.
+		if parsed.Scheme == "http" {
+			if p, err := testProxy(parsed); err != nil || p != nil {
+				t.Fatalf("%q (from %q) would be sent through HTTP_PROXY: %v %v", u, raw, p, err)
+			}
+		}
 		if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 			t.Fatalf("accepted scheme of %q", u)
 		}
@@ -116,13 +132,55 @@ func FuzzValidateBaseURL(f *testing.F) {
 	})
 }
 
-func FuzzParsePEMCertificates(f *testing.F) {
-	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
-	f.Add([]byte("garbage"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		certs, err := ParsePEMCertificates(data)
-		if err == nil && len(certs) == 0 {
+func FuzzParseCAPool(f *testing.F) {
+	f.Add("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	f.Add("garbage")
+	f.Fuzz(func(t *testing.T, data string) {
+		pool, err := ParseCAPool(data)
+		if err == nil && (pool == nil || strings.TrimSpace(data) == "") {
 			t.Fatal("no error and no certificate")
 		}
 	})
+}
+
+func FuzzParseClaims(f *testing.F) {
+	signed := func(claims jwt.MapClaims) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+		tok.Header["typ"] = "access"
+		s, _ := tok.SignedString([]byte("k"))
+		return s
+	}
+	f.Add(signed(jwt.MapClaims{"exp": 1800000000, "jti": "abc", "sub": "7"}))
+	f.Add(signed(jwt.MapClaims{"exp": "soon"}))
+	f.Add(signed(jwt.MapClaims{"exp": 1e300, "jti": 5}))
+	f.Add(signed(jwt.MapClaims{"jti": strings.Repeat("é", 200)}))
+	f.Add(signed(jwt.MapClaims{}))
+	f.Add("a.b.c")
+	f.Add("not a jwt")
+	f.Fuzz(func(t *testing.T, token string) {
+		claims, err := parseClaims(token)
+		if err != nil {
+			if len(token) > 16 && strings.Contains(err.Error(), token) {
+				t.Fatal("error quotes the token")
+			}
+			return
+		}
+		if claims.HasExp == claims.ExpiresAt.IsZero() {
+			t.Fatal("HasExp disagrees with ExpiresAt")
+		}
+		if claims.HasExp && (claims.ExpiresAt.Unix() < 0 || claims.ExpiresAt.After(maxExp)) {
+			t.Fatalf("exp %s outside 1970..9999", claims.ExpiresAt)
+		}
+		for _, c := range []string{claims.ID, claims.Subject} {
+			if !utf8.ValidString(c) || utf8.RuneCountInString(c) > maxClaimLen+1 {
+				t.Fatalf("claim %q not bounded or not valid UTF-8", c)
+			}
+		}
+	})
+}
+
+// testProxy is Go's own proxy decision with HTTP_PROXY and HTTPS_PROXY set
+// and NO_PROXY empty: the environment an operator's Vault may give the plugin.
+func testProxy(u *url.URL) (*url.URL, error) {
+	return (&httpproxy.Config{HTTPProxy: "http://proxy.invalid:3128", HTTPSProxy: "http://proxy.invalid:3128"}).ProxyFunc()(u)
 }

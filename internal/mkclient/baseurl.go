@@ -1,0 +1,88 @@
+package mkclient
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// ValidateBaseURL checks and normalises a base URL: absolute, http(s), https
+// unless the host is loopback, no credentials, query or fragment. The host
+// is lower-cased and a loopback host loses its trailing dot, so that
+// "http://LOCALHOST.:8080" becomes "http://localhost:8080": Go's proxy
+// logic exempts only that exact spelling and IP literals from HTTP_PROXY,
+// and a login must never travel through a proxy in clear text. The returned
+// URL has no trailing slash.
+func ValidateBaseURL(raw string) (string, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return "", errors.New("must not be empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("is not a valid URL: %v", trimURLErr(err))
+	}
+	switch {
+	case !u.IsAbs() || u.Host == "":
+		return "", errors.New("must be an absolute URL such as https://app.metakraftwerk.com")
+	case u.Scheme != "https" && u.Scheme != "http":
+		return "", fmt.Errorf("scheme %q is not supported; use https", u.Scheme)
+	case u.User != nil:
+		return "", errors.New("must not contain credentials")
+	case u.RawQuery != "" || u.ForceQuery:
+		return "", errors.New("must not contain a query")
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return "", errors.New("must not contain a fragment")
+	case u.Port() != "" && !validPort(u.Port()):
+		return "", fmt.Errorf("port %q is not valid", u.Port())
+	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
+		return "", fmt.Errorf("must use https; http is allowed only for loopback hosts (localhost, 127.0.0.0/8, ::1), not %q", u.Hostname())
+	}
+	host := strings.ToLower(u.Hostname())
+	if IsLoopbackHost(host) {
+		host = strings.TrimSuffix(host, ".")
+	}
+	if port := u.Port(); port != "" {
+		u.Host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		u.Host = "[" + host + "]"
+	} else {
+		u.Host = host
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+func trimURLErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+func validPort(p string) bool {
+	if len(p) == 0 || len(p) > 5 {
+		return false
+	}
+	n := 0
+	for _, r := range p {
+		if r < '0' || r > '9' {
+			return false
+		}
+		n = n*10 + int(r-'0')
+	}
+	return n > 0 && n <= 65535
+}
+
+// IsLoopbackHost reports whether host is localhost, in 127.0.0.0/8 or ::1,
+// in any letter case and with or without a trailing dot.
+func IsLoopbackHost(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
