@@ -6,12 +6,13 @@ package metakraftwerk
 
 import (
 	"context"
+	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
@@ -32,96 +33,65 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 type backend struct {
 	*framework.Backend
 
-	// now is the clock used for every lease and cache decision (tests inject one).
+	// now is the clock of every lease and reuse decision (tests inject one).
 	now func() time.Time
-
-	// mu guards the cached client and the configuration it was built from.
-	mu        sync.RWMutex
-	client    *mkclient.Client
-	clientCfg *mkConfig
-	// clientGen changes whenever the cached client is dropped, so that a
-	// client built from a configuration read before the drop is not cached.
-	clientGen uint64
-
-	// cache holds reused tokens and decoded roles (memory only).
-	cache *memCache
+	// store is the in-memory state: client, decoded roles, shared tokens.
+	store *memStore
+	// logins coalesces the logins of concurrent readers of one role.
+	logins singleflight.Group
 }
 
 func newBackend(clock func() time.Time) *backend {
-	b := &backend{now: clock, cache: newMemCache()}
+	b := &backend{now: clock, store: newMemStore()}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: []string{configStorageKey, roleStoragePrefix},
 		},
-		Paths:          framework.PathAppend(pathConfig(b), pathRoles(b), pathCreds(b)),
+		Paths:          framework.PathAppend(pathConfig(b), pathRoles(b), pathCreds(b), pathRotateRole(b)),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,
-		Clean:          b.clean,
+		Clean:          func(context.Context) { b.store.reset() },
 		RunningVersion: Version,
 	}
 	return b
 }
 
-// getClient returns the MetaKraftwerk client for the current configuration,
-// building it on first use.
-func (b *backend) getClient(ctx context.Context, s logical.Storage) (*mkclient.Client, *mkConfig, error) {
-	b.mu.RLock()
-	client, cfg, gen := b.client, b.clientCfg, b.clientGen
-	b.mu.RUnlock()
-	if client != nil {
-		return client, cfg, nil
-	}
-
-	cfg, err := effectiveConfig(ctx, s)
-	if err != nil {
-		return nil, nil, err
-	}
-	client, err = cfg.newClient()
-	if err != nil {
-		return nil, nil, err
-	}
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.client != nil {
+// client returns the MetaKraftwerk client of the configuration in force,
+// building it from storage on first use after a reset.
+func (b *backend) client(ctx context.Context, s logical.Storage) (*mkclient.Client, *mkConfig, error) {
+	// A configuration write between the read and the put makes the put
+	// fail; the next round reads the new configuration.
+	for range 3 {
+		client, cfg, epoch := b.store.getClient()
+		if client != nil {
+			return client, cfg, nil
+		}
+		cfg, err := effectiveConfig(ctx, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		if client, err = cfg.newClient(); err != nil {
+			return nil, nil, err
+		}
+		if b.store.putClient(epoch, client, cfg) {
+			return client, cfg, nil
+		}
 		client.Close()
-		return b.client, b.clientCfg, nil
 	}
-	if b.clientGen == gen {
-		b.client, b.clientCfg = client, cfg
-	}
-	return client, cfg, nil
-}
-
-// resetClient drops the cached client and every cached token; the next
-// request rebuilds the client from storage.
-func (b *backend) resetClient() {
-	b.mu.Lock()
-	if b.client != nil {
-		b.client.Close()
-	}
-	b.client, b.clientCfg = nil, nil
-	b.clientGen++
-	b.mu.Unlock()
-	b.cache.reset()
+	return nil, nil, logical.CodedError(http.StatusServiceUnavailable, "the engine's configuration kept changing while this request read it; try again")
 }
 
 // invalidate is called when storage changes underneath this process
-// (replication, performance standbys).
+// (replication, standbys that serve reads).
 func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configStorageKey:
-		b.resetClient()
+		b.store.reset()
 	case strings.HasPrefix(key, roleStoragePrefix):
-		b.cache.evict(strings.TrimPrefix(key, roleStoragePrefix))
+		b.store.evict(strings.TrimPrefix(key, roleStoragePrefix))
 	}
-}
-
-// clean runs when the engine is unmounted or the plugin reloaded.
-func (b *backend) clean(context.Context) {
-	b.resetClient()
 }
 
 const backendHelp = `
@@ -136,5 +106,5 @@ MetaKraftwerk cannot invalidate a token, so revoking a lease contacts nothing
 and always succeeds; the token stays usable until it expires.
 
 Paths: config (connection settings, optional), roles/<name> (logins),
-creds/<name> (mint a token).
+creds/<name> (mint a token), rotate-role/<name> (retire a role's shared token).
 `

@@ -68,8 +68,10 @@ type testEnv struct {
 	t       *testing.T
 	b       *backend
 	storage *logical.InmemStorage
-	logs    *syncBuffer
-	mk      *devserver.Running
+	// reqStorage is what requests see: storage, or a wrapper of it.
+	reqStorage logical.Storage
+	logs       *syncBuffer
+	mk         *devserver.Running
 	// clock is the engine's clock; mkClock the stand-in's (for skew tests).
 	clock   *testClock
 	mkClock *testClock
@@ -84,6 +86,15 @@ type envOption func(*devserver.Config)
 
 func withTokenLifetime(d time.Duration) envOption {
 	return func(c *devserver.Config) { c.TokenLifetime = d }
+}
+
+// withProjects gives the CI user these projects, listed in Feathers pages
+// when paginate is set.
+func withProjects(projects []string, paginate *devserver.Paginate) envOption {
+	return func(c *devserver.Config) {
+		c.Users[0].Projects = projects
+		c.Paginate = paginate
+	}
 }
 
 func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
@@ -116,7 +127,10 @@ func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
-	env := &testEnv{t: t, b: b, storage: storage, logs: logs, mk: mk, clock: clock, mkClock: mkClock,
+	// As Vault does on unmount; it also closes the client's idle
+	// connections before the stand-in shuts down (cleanups run last first).
+	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	env := &testEnv{t: t, b: b, storage: storage, reqStorage: storage, logs: logs, mk: mk, clock: clock, mkClock: mkClock,
 		secrets: []string{testPassword, otherPassword}}
 	t.Cleanup(env.assertNoLeaks)
 	// Retry fast in tests; the retry tests set their own values.
@@ -131,7 +145,7 @@ func (e *testEnv) do(op logical.Operation, path string, data map[string]any) (*l
 		Operation: op,
 		Path:      path,
 		Data:      data,
-		Storage:   e.storage,
+		Storage:   e.reqStorage,
 	}
 	resp, err := e.b.HandleRequest(context.Background(), req)
 	e.record(resp, err)
@@ -273,4 +287,58 @@ func statusOf(resp *logical.Response, err error) int {
 		return http.StatusBadRequest
 	}
 	return http.StatusOK
+}
+
+// gatedStorage holds one Get of an armed key after it has read the entry,
+// until released: the caller then holds what storage said before a
+// concurrent write. Later Gets pass.
+type gatedStorage struct {
+	logical.Storage
+	mu      sync.Mutex
+	key     string
+	reached chan struct{}
+	release chan struct{}
+}
+
+// gateStorage puts a gatedStorage in front of the test's storage.
+func (e *testEnv) gateStorage() *gatedStorage {
+	g := &gatedStorage{Storage: e.storage}
+	e.reqStorage = g
+	return g
+}
+
+// arm makes the next Get of key wait; reached is closed when it does.
+func (g *gatedStorage) arm(key string) (reached <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.key, g.reached, g.release = key, make(chan struct{}), make(chan struct{})
+	return g.reached, sync.OnceFunc(func() { close(g.release) })
+}
+
+func (g *gatedStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	entry, err := g.Storage.Get(ctx, key)
+	g.mu.Lock()
+	hold := key == g.key && g.reached != nil
+	var reached, release chan struct{}
+	if hold {
+		reached, release = g.reached, g.release
+		g.key, g.reached = "", nil
+	}
+	g.mu.Unlock()
+	if hold {
+		close(reached)
+		<-release
+	}
+	return entry, err
+}
+
+// appliedThenFailedStorage applies every Put and then reports it failed, as
+// a storage backend can when the answer is lost.
+type appliedThenFailedStorage struct{ logical.Storage }
+
+func (s appliedThenFailedStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if err := s.Storage.Put(ctx, e); err != nil {
+		return err
+	}
+	return errors.New("injected: the put was applied but its answer was lost")
 }

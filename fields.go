@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -12,11 +13,12 @@ import (
 
 // Field names shared by schemas, responses, storage and tests.
 const (
-	fieldBaseURL        = "base_url"
-	fieldCACert         = "ca_cert"
-	fieldRequestTimeout = "request_timeout"
-	fieldMaxRetries     = "max_retries"
-	fieldExpiryLeeway   = "expiry_leeway"
+	fieldBaseURL              = "base_url"
+	fieldCACert               = "ca_cert"
+	fieldRequestTimeout       = "request_timeout"
+	fieldMaxRetries           = "max_retries"
+	fieldExpiryLeeway         = "expiry_leeway"
+	fieldRejectedLoginBackoff = "rejected_login_backoff"
 
 	fieldName              = "name"
 	fieldEmail             = "email"
@@ -36,7 +38,12 @@ const (
 	fieldUserID      = "user_id"
 	fieldRole        = "role"
 	fieldTokenID     = "token_id"
+
+	fieldRetired = "retired"
 )
+
+// operationPrefix starts every OpenAPI operation id of the engine.
+const operationPrefix = "metakraftwerk"
 
 // maxRoleNameLen bounds role names (they become storage keys and lease paths).
 const maxRoleNameLen = 128
@@ -48,6 +55,13 @@ var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?
 // namePattern captures any role name so that a bad one gets a 400 naming
 // the field instead of Vault's generic "unsupported path".
 const namePattern = `(?P<name>.+)`
+
+// roleNameField is the schema of <name> in every path that takes a role.
+var roleNameField = &framework.FieldSchema{
+	Type:        framework.TypeString,
+	Description: "Name of the role: letters, digits, '-', '_' and '.', starting and ending with a letter or digit.",
+	Required:    true,
+}
 
 // validateRoleName returns a user-facing problem with name, or "".
 func validateRoleName(name string) string {
@@ -73,7 +87,7 @@ func (p problems) response() *logical.Response {
 	if len(p) == 0 {
 		return nil
 	}
-	return logical.ErrorResponse("invalid request: " + strings.Join(p, "; "))
+	return logical.ErrorResponse(strings.Join(p, "; "))
 }
 
 // unknownFields reports fields sent that the path does not define. Vault
@@ -90,4 +104,15 @@ func unknownFields(d *framework.FieldData, p *problems) {
 	for _, k := range unknown {
 		p.add(k, "unknown field")
 	}
+}
+
+// formatDuration prints whole hours and minutes compactly: 20h, 1h30m, 45s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	for _, suffix := range []string{"m0s", "h0m"} {
+		if len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix {
+			s = s[:len(s)-len(suffix)+1]
+		}
+	}
+	return s
 }

@@ -1,50 +1,45 @@
 package metakraftwerk
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
-// Fuzz targets for the engine's own parsers of outside data: JWT claims and
-// role input normalisation. Seeds run in `make test`; `make fuzz` explores.
+// Fuzz targets for the engine's own rules over outside data: the lease
+// rules for any token life, and role input normalisation. Seeds run in
+// `make test`; `make fuzz` explores.
 
-func FuzzParseAccessToken(f *testing.F) {
-	signed := func(claims jwt.MapClaims) string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
-		tok.Header["typ"] = "access"
-		s, _ := tok.SignedString([]byte("k"))
-		return s
-	}
-	f.Add(signed(jwt.MapClaims{"exp": 1800000000, "jti": "abc", "sub": "7"}))
-	f.Add(signed(jwt.MapClaims{"exp": "soon"}))
-	f.Add(signed(jwt.MapClaims{"exp": 1e300, "jti": 5}))
-	f.Add(signed(jwt.MapClaims{}))
-	f.Add("a.b.c")
-	f.Add("not a jwt")
-	f.Fuzz(func(t *testing.T, token string) {
-		claims, err := parseAccessToken(token)
+func FuzzComputeLease(f *testing.F) {
+	f.Add(int64(72000), int64(60), int64(0), int64(0), false)
+	f.Add(int64(61), int64(60), int64(0), int64(0), false)
+	f.Add(int64(-5), int64(0), int64(3600), int64(7200), true)
+	f.Add(int64(1)<<40, int64(71999), int64(1), int64(0), false)
+	f.Fuzz(func(t *testing.T, remaining, leeway, ttl, maxTTL int64, assumed bool) {
+		// The ranges config and role validation allow, and any token life
+		// between expired and the year 9999.
+		now := time.Unix(1_700_000_000, 0)
+		if remaining < -now.Unix() || remaining > 250_000_000_000 || leeway < 0 || leeway >= 72000 || ttl < 0 || maxTTL < 0 ||
+			ttl > 1<<32 || maxTTL > 1<<32 {
+			return
+		}
+		exp := now.Add(time.Duration(remaining) * time.Second)
+		l, err := computeLease(leaseInput{Now: now, ExpiresAt: exp, ExpAssumed: assumed, Leeway: time.Duration(leeway) * time.Second,
+			RoleTTL: time.Duration(ttl) * time.Second, RoleMaxTTL: time.Duration(maxTTL) * time.Second})
 		if err != nil {
-			if len(token) > 16 && strings.Contains(err.Error(), token) {
-				t.Fatal("error quotes the token")
+			var tooShort *errTokenTooShort
+			if !errors.As(err, &tooShort) || remaining-leeway >= 1 {
+				t.Fatalf("remaining %ds, leeway %ds: %v", remaining, leeway, err)
 			}
 			return
 		}
-		if claims.HasExp == claims.ExpiresAt.IsZero() && claims.HasExp {
-			t.Fatal("HasExp without an expiry")
-		}
-		if len(claims.ID) > 128 || len(claims.Subject) > 128 {
-			t.Fatal("claims not bounded")
-		}
-		// Whatever the claims, the lease rules never produce a lease that
-		// outlives the token or a non-positive one.
-		now := time.Unix(1_700_000_000, 0)
-		exp, assumed := claims.expiry(now)
-		l, err := computeLease(leaseInput{Now: now, ExpiresAt: exp, ExpAssumed: assumed, Leeway: time.Minute})
-		if err == nil && (l.TTL < time.Second || l.TTL > l.MaxTTL || now.Add(l.MaxTTL).After(l.ExpiresAt)) {
-			t.Fatalf("bad lease %+v", l)
+		// Never a lease that outlives the token less leeway, exceeds a
+		// role cap, or is shorter than a second.
+		if l.TTL < time.Second || l.TTL > l.MaxTTL || now.Add(l.MaxTTL).Add(time.Duration(leeway)*time.Second).After(exp) ||
+			(ttl > 0 && l.TTL > time.Duration(ttl)*time.Second) || (maxTTL > 0 && l.TTL > time.Duration(maxTTL)*time.Second) ||
+			l.TTL%time.Second != 0 || (len(l.Warnings) > 0) != assumed {
+			t.Fatalf("bad lease %+v for remaining %ds leeway %ds ttl %d max_ttl %d", l, remaining, leeway, ttl, maxTTL)
 		}
 	})
 }

@@ -9,7 +9,7 @@ import (
 type leaseInput struct {
 	Now time.Time
 	// ExpiresAt is the token's exp or, when it has none, the expiry assumed
-	// when it was issued (ExpAssumed); see tokenClaims.expiry.
+	// when it was issued (ExpAssumed); see login.
 	ExpiresAt  time.Time
 	ExpAssumed bool
 	// Leeway is the config's expiry_leeway.
@@ -24,8 +24,6 @@ type lease struct {
 	TTL time.Duration
 	// MaxTTL is remaining token life less leeway: nothing may extend past it.
 	MaxTTL time.Duration
-	// ExpiresAt is the token's expiry (exp, or the assumed 20 hours).
-	ExpiresAt time.Time
 	// Warnings go into the Vault response.
 	Warnings []string
 }
@@ -57,16 +55,16 @@ func (e *errTokenTooShort) Error() string {
 //
 // Vault itself then caps TTL by the mount's and the system's max lease TTL.
 func computeLease(in leaseInput) (lease, error) {
-	out := lease{ExpiresAt: in.ExpiresAt}
+	var out lease
 	if in.ExpAssumed {
 		out.Warnings = append(out.Warnings, fmt.Sprintf(
 			"the access token has no exp claim; assuming MetaKraftwerk's documented %s lifetime, so the lease may outlive or undercut the real token",
 			formatDuration(documentedTokenLifetime)))
 	}
-	remaining := out.ExpiresAt.Sub(in.Now)
+	remaining := in.ExpiresAt.Sub(in.Now)
 	usable := (remaining - in.Leeway).Truncate(time.Second)
 	if usable < time.Second {
-		return lease{}, &errTokenTooShort{ExpiresAt: out.ExpiresAt, Remaining: remaining, Leeway: in.Leeway}
+		return lease{}, &errTokenTooShort{ExpiresAt: in.ExpiresAt, Remaining: remaining, Leeway: in.Leeway}
 	}
 	ttl := usable
 	if in.RoleTTL > 0 && in.RoleTTL < ttl {
@@ -78,15 +76,4 @@ func computeLease(in leaseInput) (lease, error) {
 	out.TTL = ttl.Truncate(time.Second)
 	out.MaxTTL = usable
 	return out, nil
-}
-
-// formatDuration prints whole hours and minutes compactly: 20h, 1h30m, 45s.
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	for _, suffix := range []string{"m0s", "h0m"} {
-		if len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix {
-			s = s[:len(s)-len(suffix)+1]
-		}
-	}
-	return s
 }

@@ -51,7 +51,7 @@ func TestOpenAPIGolden(t *testing.T) {
 		t.Fatalf("OpenAPI document differs from %s; run with -update and review the diff", golden)
 	}
 	for _, id := range []string{"metakraftwerk-configure", "metakraftwerk-read-configuration", "metakraftwerk-write-role",
-		"metakraftwerk-list-roles", "metakraftwerk-generate-credentials"} {
+		"metakraftwerk-list-roles", "metakraftwerk-generate-credentials", "metakraftwerk-rotate-role"} {
 		if !strings.Contains(string(got), `"operationId": "`+id+`"`) {
 			t.Errorf("operation id %q missing", id)
 		}
@@ -76,7 +76,7 @@ func TestHelpOnEveryPath(t *testing.T) {
 	if role.Fields[fieldPassword].DisplayAttrs == nil || !role.Fields[fieldPassword].DisplayAttrs.Sensitive {
 		t.Error("password is not marked sensitive")
 	}
-	if credsResponseFields[fieldAccessToken].DisplayAttrs == nil || !credsResponseFields[fieldAccessToken].DisplayAttrs.Sensitive {
+	if credsFields[fieldAccessToken].DisplayAttrs == nil || !credsFields[fieldAccessToken].DisplayAttrs.Sensitive {
 		t.Error("access_token is not marked sensitive")
 	}
 }

@@ -15,9 +15,11 @@ import (
 const (
 	configStorageKey = "config"
 
-	defaultExpiryLeeway = time.Minute
-	maxRequestTimeout   = 5 * time.Minute
-	maxMaxRetries       = 10
+	defaultExpiryLeeway         = time.Minute
+	defaultRejectedLoginBackoff = 5 * time.Minute
+	maxRejectedLoginBackoff     = 24 * time.Hour
+	maxRequestTimeout           = 5 * time.Minute
+	maxMaxRetries               = 10
 )
 
 // mkConfig is the stored connection configuration. Nothing in it is secret.
@@ -27,6 +29,9 @@ type mkConfig struct {
 	RequestTimeout time.Duration `json:"request_timeout"`
 	MaxRetries     int           `json:"max_retries"`
 	ExpiryLeeway   time.Duration `json:"expiry_leeway"`
+	// RejectedLoginBackoff is how long a rejected login (401) is
+	// remembered per role; 0 turns the memory off.
+	RejectedLoginBackoff time.Duration `json:"rejected_login_backoff"`
 }
 
 func defaultConfig() *mkConfig {
@@ -35,6 +40,8 @@ func defaultConfig() *mkConfig {
 		RequestTimeout: mkclient.DefaultRequestTimeout,
 		MaxRetries:     mkclient.DefaultMaxRetries,
 		ExpiryLeeway:   defaultExpiryLeeway,
+
+		RejectedLoginBackoff: defaultRejectedLoginBackoff,
 	}
 }
 
@@ -66,6 +73,8 @@ func (c *mkConfig) toResponseData() map[string]any {
 		fieldRequestTimeout: int64(c.RequestTimeout / time.Second),
 		fieldMaxRetries:     c.MaxRetries,
 		fieldExpiryLeeway:   int64(c.ExpiryLeeway / time.Second),
+
+		fieldRejectedLoginBackoff: int64(c.RejectedLoginBackoff / time.Second),
 	}
 }
 
@@ -136,6 +145,11 @@ func pathConfig(b *backend) []*framework.Path {
 				Description: "How long before the token's exp its lease ends (clock skew, in-flight use). At least 0, less than 20h.",
 				Default:     int(defaultExpiryLeeway / time.Second),
 			},
+			fieldRejectedLoginBackoff: {
+				Type:        framework.TypeDurationSecond,
+				Description: "After MetaKraftwerk rejects a role's login (401), readers get the same error without a new attempt for this long, or until the role is written or rotated. 0 turns it off; at most 24h.",
+				Default:     int(defaultRejectedLoginBackoff / time.Second),
+			},
 		},
 		ExistenceCheck: b.pathConfigExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -170,6 +184,8 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	fieldRequestTimeout: {Type: framework.TypeDurationSecond, Required: true},
 	fieldMaxRetries:     {Type: framework.TypeInt, Required: true},
 	fieldExpiryLeeway:   {Type: framework.TypeDurationSecond, Required: true},
+
+	fieldRejectedLoginBackoff: {Type: framework.TypeDurationSecond, Required: true},
 }
 
 func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
@@ -196,11 +212,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if resp := p.response(); resp != nil {
 		return resp, nil
 	}
-	if err := putConfig(ctx, req.Storage, cfg); err != nil {
-		return nil, err
-	}
-	b.resetClient()
-	return nil, nil
+	// Reset whatever storage answered: a put that failed may still have
+	// been applied.
+	err = putConfig(ctx, req.Storage, cfg)
+	b.store.reset()
+	return nil, err
 }
 
 // applyConfigFields copies the fields present in d onto cfg, validating each.
@@ -252,26 +268,36 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 			cfg.ExpiryLeeway = l
 		}
 	}
+	if v, ok := d.GetOk(fieldRejectedLoginBackoff); ok {
+		w := time.Duration(v.(int)) * time.Second
+		switch {
+		case w < 0:
+			p.add(fieldRejectedLoginBackoff, "must not be negative")
+		case w > maxRejectedLoginBackoff:
+			p.add(fieldRejectedLoginBackoff, "must be at most %s", formatDuration(maxRejectedLoginBackoff))
+		default:
+			cfg.RejectedLoginBackoff = w
+		}
+	}
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
+	err := req.Storage.Delete(ctx, configStorageKey)
+	b.store.reset()
+	if err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
-	b.resetClient()
 	return nil, nil
 }
-
-const operationPrefix = "metakraftwerk"
 
 const pathConfigHelpSyn = `Configure how the engine reaches MetaKraftwerk.`
 
 const pathConfigHelpDesc = `
 Optional. Without a stored configuration the engine talks to
-https://app.metakraftwerk.com with a 30s timeout per attempt, 3 retries and a
-1m expiry leeway. Updates are partial; deleting the configuration restores the
+https://app.metakraftwerk.com with a 30s timeout per attempt, 3 retries, a
+1m expiry leeway and a 5m rejected_login_backoff. Updates are partial; deleting the configuration restores the
 defaults. Nothing in the configuration is secret, so a read returns all of it.
 
-Writing the configuration drops the engine's HTTP client and any reused
-tokens; the next request uses the new settings.
+Writing the configuration drops the engine's HTTP client, any shared tokens
+and remembered rejections; the next request uses the new settings.
 `

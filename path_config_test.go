@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
 )
 
 func TestConfigDefaultsWithoutStoredConfig(t *testing.T) {
@@ -29,6 +31,8 @@ func TestConfigDefaultsWithoutStoredConfig(t *testing.T) {
 		fieldRequestTimeout: int64(30),
 		fieldMaxRetries:     3,
 		fieldExpiryLeeway:   int64(60),
+
+		fieldRejectedLoginBackoff: int64(300),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config read = %#v, want %#v", got, want)
@@ -203,9 +207,9 @@ func TestConfigChangeRebuildsClient(t *testing.T) {
 	env := newTestBackend(t)
 	env.createRole("ci", nil)
 	env.mustRead("creds/ci")
-	first, _, _ := env.b.getClient(context.Background(), env.storage)
+	first, _, _ := env.b.client(context.Background(), env.storage)
 	env.mustWrite("config", map[string]any{fieldMaxRetries: 1})
-	second, cfg, _ := env.b.getClient(context.Background(), env.storage)
+	second, cfg, _ := env.b.client(context.Background(), env.storage)
 	if first == second {
 		t.Fatal("client was not rebuilt after a config write")
 	}
@@ -214,7 +218,7 @@ func TestConfigChangeRebuildsClient(t *testing.T) {
 	}
 	// Invalidate (a replicated write) drops it too.
 	env.b.invalidate(context.Background(), configStorageKey)
-	third, _, _ := env.b.getClient(context.Background(), env.storage)
+	third, _, _ := env.b.client(context.Background(), env.storage)
 	if third == second {
 		t.Fatal("client was not rebuilt after Invalidate(config)")
 	}
@@ -222,4 +226,47 @@ func TestConfigChangeRebuildsClient(t *testing.T) {
 
 func certPEM(der []byte) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// A config write whose storage put fails after it was applied still resets
+// the engine's memory: the next read goes to the stored base_url.
+func TestConfigWriteResetsWhenPutFails(t *testing.T) {
+	env := newTestBackend(t)
+	newMK, err := devserver.Listen("127.0.0.1:0", devserver.Config{Users: []devserver.User{{ID: 7, Email: testEmail, Password: testPassword}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newMK.Close()
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mustRead("creds/ci")
+	env.reqStorage = appliedThenFailedStorage{env.storage}
+	if _, err := env.do(logical.UpdateOperation, "config", map[string]any{fieldBaseURL: newMK.URL}); err == nil {
+		t.Fatal("want the put's error")
+	}
+	env.reqStorage = env.storage
+	before := newMK.Stats().Logins
+	env.mustRead("creds/ci")
+	if newMK.Stats().Logins != before+1 {
+		t.Fatal("the read did not go to the stored base_url")
+	}
+}
+
+// Loopback spellings Go's proxy logic does not recognise are stored in the
+// form it does.
+func TestConfigNormalisesLoopbackSpellings(t *testing.T) {
+	env := newTestBackend(t)
+	port := env.mk.URL[strings.LastIndexByte(env.mk.URL, ':')+1:]
+	for in, want := range map[string]string{
+		"http://LOCALHOST:" + port:        "http://localhost:" + port,
+		"http://localhost.:" + port:       "http://localhost:" + port,
+		"http://127.0.0.1.:" + port:       "http://127.0.0.1:" + port,
+		"HTTP://LocalHost.:" + port + "/": "http://localhost:" + port,
+	} {
+		env.mustWrite("config", map[string]any{fieldBaseURL: in})
+		if got := env.mustRead("config").Data[fieldBaseURL]; got != want {
+			t.Errorf("%s stored as %v, want %s", in, got, want)
+		}
+	}
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci")
 }

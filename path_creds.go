@@ -4,49 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 const tokenTypeBearer = "Bearer"
 
-func pathCreds(b *backend) []*framework.Path {
-	handler := func(verb string) *framework.PathOperation {
-		return &framework.PathOperation{
-			Callback:     b.pathCredsRead,
-			DisplayAttrs: &framework.DisplayAttributes{OperationVerb: verb},
-			Responses: map[int][]framework.Response{
-				200: {{Description: "OK", Fields: credsResponseFields}},
-			},
-		}
-	}
-	return []*framework.Path{{
-		Pattern: "creds/" + namePattern,
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: operationPrefix,
-			OperationSuffix: "credentials",
-		},
-		Fields: map[string]*framework.FieldSchema{
-			fieldName: {
-				Type:        framework.TypeString,
-				Description: "Name of the role to mint a token for.",
-				Required:    true,
-			},
-		},
-		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: handler("generate"),
-			// For clients that can only POST.
-			logical.UpdateOperation: handler("request"),
-		},
-		HelpSynopsis:    pathCredsHelpSyn,
-		HelpDescription: pathCredsHelpDesc,
-	}}
-}
+// loginConfirmedFor is how long a successful login vouches for the role's
+// password. A role without a login that recent has its next login made by
+// one reader while concurrent readers wait for the verdict, so that a
+// password changed in MetaKraftwerk costs one rejected login, not a burst.
+const loginConfirmedFor = 10 * time.Second
 
-var credsResponseFields = map[string]*framework.FieldSchema{
-	fieldAccessToken: {Type: framework.TypeString, Required: true, Description: "The MetaKraftwerk JWT; send it as Authorization: Bearer <access_token>.",
+// credsFieldOrder and credsFields describe a creds answer once: for the
+// path's response schema, the secret's fields and the help text.
+var credsFieldOrder = []string{fieldAccessToken, fieldTokenType, fieldExpiresAt, fieldUserID, fieldEmail, fieldRole, fieldTokenID}
+
+var credsFields = map[string]*framework.FieldSchema{
+	fieldAccessToken: {Type: framework.TypeString, Required: true, Description: `The MetaKraftwerk JWT; send it as "Authorization: Bearer <access_token>".`,
 		DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 	fieldTokenType: {Type: framework.TypeString, Required: true, Description: "Always Bearer."},
 	fieldExpiresAt: {Type: framework.TypeString, Required: true, Description: "The token's expiry (JWT exp), RFC 3339 UTC."},
@@ -56,44 +39,83 @@ var credsResponseFields = map[string]*framework.FieldSchema{
 	fieldTokenID:   {Type: framework.TypeString, Required: true, Description: "The JWT's jti claim, when present."},
 }
 
+func pathCreds(b *backend) []*framework.Path {
+	handler := func(verb string) *framework.PathOperation {
+		return &framework.PathOperation{
+			Callback:     b.pathCredsRead,
+			DisplayAttrs: &framework.DisplayAttributes{OperationVerb: verb},
+			Responses: map[int][]framework.Response{
+				200: {{Description: "OK", Fields: credsFields}},
+			},
+			// The lease, the shared token and the rejection memory live on
+			// the active node; standbys that serve reads (OpenBao since
+			// 2.5, Vault Enterprise performance standbys) forward.
+			ForwardPerformanceStandby: true,
+		}
+	}
+	return []*framework.Path{{
+		Pattern: "creds/" + namePattern,
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationSuffix: "credentials",
+		},
+		Fields: map[string]*framework.FieldSchema{fieldName: roleNameField},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: handler("generate"),
+			// For clients that can only POST.
+			logical.UpdateOperation: handler("request"),
+		},
+		HelpSynopsis:    pathCredsHelpSyn,
+		HelpDescription: credsHelpDescription(),
+	}}
+}
+
+// pathCredsRead mints (or hands out the shared) token of a role: role,
+// client, token, lease, response.
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	if msg := validateRoleName(name); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
-	role, err := b.credsRole(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
+	// What this read learns is kept only if the role and the configuration
+	// in force now are still in force when it is put back.
+	state, st := b.store.get(name)
+
+	role := state.role
 	if role == nil {
-		return logical.ErrorResponse(fmt.Sprintf("role %q not found", name)), nil
+		var err error
+		if role, err = getRole(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
+		if role == nil {
+			return logical.ErrorResponse(fmt.Sprintf("role %q not found", name)), nil
+		}
+		b.store.update(st, name, func(rs *roleState) { rs.role = role })
 	}
-	client, cfg, err := b.getClient(ctx, req.Storage)
+
+	client, cfg, err := b.client(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
 
-	tok, reused, err := b.obtainToken(ctx, client, cfg, name, role)
+	tok, reused, err := b.credsToken(ctx, st, name, role, client, cfg)
 	if err != nil {
-		return upstreamErrorResponse(name, err)
+		return errorResponse(err)
 	}
+
 	l, err := computeLease(leaseInput{
 		Now:        b.now(),
 		ExpiresAt:  tok.ExpiresAt,
-		ExpAssumed: !tok.Claims.HasExp,
+		ExpAssumed: tok.ExpAssumed,
 		Leeway:     cfg.ExpiryLeeway,
 		RoleTTL:    role.TTL,
 		RoleMaxTTL: role.MaxTTL,
 	})
 	if err != nil {
-		var tooShort *errTokenTooShort
-		if errors.As(err, &tooShort) {
-			b.cache.evictToken(name, tok.Fingerprint)
-		}
-		return upstreamErrorResponse(name, err)
+		return errorResponse(&roleError{role: name, op: opLogin, err: err})
 	}
 
-	expiresAt := l.ExpiresAt.UTC().Format(time.RFC3339)
+	expiresAt := tok.ExpiresAt.UTC().Format(time.RFC3339)
 	resp := b.Secret(secretAccessTokenType).Response(map[string]any{
 		fieldAccessToken: tok.AccessToken,
 		fieldTokenType:   tokenTypeBearer,
@@ -101,12 +123,11 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		fieldUserID:      tok.UserID,
 		fieldEmail:       tok.Email,
 		fieldRole:        name,
-		fieldTokenID:     tok.Claims.ID,
+		fieldTokenID:     tok.TokenID,
 	}, map[string]any{
-		fieldRole:                name,
-		fieldTokenID:             tok.Claims.ID,
-		fieldExpiresAt:           expiresAt,
-		internalFieldFingerprint: tok.Fingerprint,
+		fieldRole:      name,
+		fieldTokenID:   tok.TokenID,
+		fieldExpiresAt: expiresAt,
 	})
 	resp.Secret.TTL = l.TTL
 	resp.Secret.MaxTTL = l.MaxTTL
@@ -114,12 +135,129 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	for _, w := range l.Warnings {
 		resp.AddWarning(w)
 	}
-
-	b.Logger().Debug("issued access token",
-		"role", name, "user_id", tok.UserID, "token_id", tok.Claims.ID,
-		"expires_at", expiresAt, "lease_ttl", l.TTL.String(),
-		"reused", reused, "upstream_latency", tok.Latency.String(), "attempts", tok.Attempts)
+	if b.Logger().IsDebug() {
+		b.Logger().Debug("issued access token",
+			"role", name, "user_id", tok.UserID, "token_id", tok.TokenID,
+			"expires_at", expiresAt, "lease_ttl", l.TTL.String(),
+			"reused", reused, "upstream_latency", tok.Latency.String(), "attempts", tok.Attempts)
+	}
 	return resp, nil
+}
+
+// credsToken returns the token for one read, from the first of:
+//   - the role's shared token, while it has reuse_min_remaining left
+//     (reuse_tokens); reused reports this case;
+//   - a remembered rejection: the same error, without contacting MetaKraftwerk;
+//   - without reuse_tokens, once the role logged in within loginConfirmedFor,
+//     a login of this reader's own;
+//   - otherwise a login shared by the role's concurrent readers (sharedLogin).
+func (b *backend) credsToken(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (tok *issuedToken, reused bool, err error) {
+	state, _ := b.store.get(name)
+	now := b.now()
+	if role.ReuseTokens && reusable(state.token, role, cfg, now) {
+		return state.token, true, nil
+	}
+	if r := state.rejection; r != nil && now.Before(r.until) {
+		return nil, false, r
+	}
+	if !role.ReuseTokens && now.Sub(state.lastLogin) < loginConfirmedFor {
+		tok, err = b.attemptLogin(ctx, st, name, role, client, cfg)
+		return tok, false, err
+	}
+	return b.sharedLogin(ctx, st, name, role, client, cfg)
+}
+
+// sharedFlight is the outcome of a login shared by concurrent readers.
+type sharedFlight struct {
+	// tok is nil when the flight found the role confirmed and made no login.
+	tok    *issuedToken
+	reused bool
+	// claimed is set by the reader that takes tok when tokens are not shared.
+	claimed atomic.Bool
+}
+
+// sharedLogin makes one login for all the role's concurrent readers. With
+// reuse_tokens its token is everyone's. Without, it decides for all: a
+// rejection is everyone's error, a success goes to one reader and the
+// others log in themselves. The login outlives the reader that started it,
+// within the configuration's own time budget.
+func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, bool, error) {
+	start := time.Now()
+	key := name + "\x00" + strconv.FormatUint(st.mark, 10)
+	ch := b.logins.DoChan(key, func() (any, error) {
+		// A flight that ended just before this one began may have settled it.
+		state, _ := b.store.get(name)
+		now := b.now()
+		switch {
+		case role.ReuseTokens && reusable(state.token, role, cfg, now):
+			return &sharedFlight{tok: state.token, reused: true}, nil
+		case state.rejection != nil && now.Before(state.rejection.until):
+			return nil, state.rejection
+		case !role.ReuseTokens && now.Sub(state.lastLogin) < loginConfirmedFor:
+			return &sharedFlight{}, nil
+		}
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.loginBudget())
+		defer cancel()
+		tok, err := b.attemptLogin(lctx, st, name, role, client, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &sharedFlight{tok: tok}, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, false, res.Err
+		}
+		f := res.Val.(*sharedFlight)
+		if f.tok != nil && (role.ReuseTokens || f.claimed.CompareAndSwap(false, true)) {
+			return f.tok, f.reused, nil
+		}
+		tok, err := b.attemptLogin(ctx, st, name, role, client, cfg)
+		return tok, false, err
+	case <-ctx.Done():
+		return nil, false, &roleError{role: name, op: opLogin, err: &errWaitAborted{after: time.Since(start), err: ctx.Err()}}
+	}
+}
+
+// attemptLogin logs in once and records the outcome for the role, provided
+// the role and configuration it used are still in force: a success (and,
+// with reuse_tokens, the token, if it is worth sharing), or a rejection to
+// remember for rejected_login_backoff.
+func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, error) {
+	tok, err := login(ctx, client, role, b.now)
+	now := b.now()
+	if err == nil {
+		b.store.update(st, name, func(rs *roleState) {
+			rs.lastLogin, rs.rejection = now, nil
+			if role.ReuseTokens && reusable(tok, role, cfg, now) {
+				rs.token = tok
+			}
+		})
+		return tok, nil
+	}
+	rerr := &roleError{role: name, op: opLogin, err: err}
+	var apiErr *mkclient.APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && cfg.RejectedLoginBackoff > 0 {
+		r := &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff)}
+		b.store.update(st, name, func(rs *roleState) { rs.rejection = r })
+	}
+	return nil, rerr
+}
+
+// reusable reports whether tok may be handed out (again) under role's
+// reuse_min_remaining; a token no lease can be issued for never is.
+func reusable(tok *issuedToken, role *roleEntry, cfg *mkConfig, now time.Time) bool {
+	return tok != nil && tok.ExpiresAt.Sub(now) >= max(role.ReuseMinRemaining, cfg.ExpiryLeeway+time.Second)
+}
+
+// credsHelpDescription lists the answer's fields from credsFields.
+func credsHelpDescription() string {
+	var fields strings.Builder
+	for _, name := range credsFieldOrder {
+		fmt.Fprintf(&fields, "  %-13s %s\n", name, credsFields[name].Description)
+	}
+	return strings.Replace(pathCredsHelpDesc, "@FIELDS@\n", fields.String(), 1)
 }
 
 const pathCredsHelpSyn = `Mint a MetaKraftwerk access token for a role.`
@@ -128,18 +266,18 @@ const pathCredsHelpDesc = `
 Logs in to MetaKraftwerk with the role's login and returns the access token
 (a JWT) as a leased, non-renewable secret:
 
-  access_token  the JWT; send it as "Authorization: Bearer <access_token>"
-  token_type    Bearer
-  expires_at    the token's expiry (exp), RFC 3339 UTC
-  user_id       MetaKraftwerk user id of the login
-  email         email of the login
-  role          the role name
-  token_id      the JWT's jti, when present
+@FIELDS@
 
 The lease ends expiry_leeway before exp, capped by the role's ttl and max_ttl
 and by the mount's max lease TTL. A token without exp is assumed to live the
 documented 20 hours and the response carries a warning.
 
+With reuse_tokens the role's current token is handed out again while it has
+reuse_min_remaining left. A login MetaKraftwerk rejects is remembered for the
+configuration's rejected_login_backoff: readers get the same error without a
+new attempt until then, or until the role is written or rotated.
+
 Revoking the lease contacts nothing and always succeeds: MetaKraftwerk cannot
-invalidate a token, which stays usable until it expires.
+invalidate a token, which stays usable until it expires. A reused token stays
+shared until rotate-role/<name> retires it.
 `

@@ -2,6 +2,7 @@ package metakraftwerk
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -119,6 +120,7 @@ func TestCredsUpstreamFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			env := newTestBackend(t)
 			env.mustWrite("config", map[string]any{fieldRequestTimeout: "1s", fieldMaxRetries: 2})
 			if tt.name == "bad credentials" {
@@ -156,6 +158,7 @@ func TestCredsUpstreamFailures(t *testing.T) {
 func TestCredsRetriesTransientFailures(t *testing.T) {
 	for _, status := range []int{429, 500, 502, 503, 504} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
+			t.Parallel()
 			env := newTestBackend(t)
 			env.createRole("ci", nil)
 			env.mk.SetFaults(devserver.Faults{FailNext: 2, FailStatus: status, RateLimitNext: 0, RetryAfter: 1})
@@ -180,6 +183,7 @@ func TestCredsNoRetryForRejections(t *testing.T) {
 	env := newTestBackend(t)
 	env.createRole("ci", nil)
 	for _, status := range []int{400, 401, 403} {
+		env.mustWrite("rotate-role/ci", nil) // forget a remembered 401
 		env.mk.SetFaults(devserver.Faults{FailNext: 5, FailStatus: status})
 		before := env.mk.Stats().LoginRequests
 		env.do(logical.ReadOperation, "creds/ci", nil)
@@ -318,43 +322,513 @@ func TestCredsRequestContextCancelled(t *testing.T) {
 	}
 }
 
-func TestRevokeAlwaysSucceedsWithoutUpstream(t *testing.T) {
-	env := newTestBackend(t)
-	env.createRole("ci", nil)
-	resp := env.mustRead("creds/ci")
-	before := env.mk.Stats()
-	_ = env.mk.Close() // MetaKraftwerk gone: revoke must not care.
-	revoke, err := env.b.HandleRequest(context.Background(), &logical.Request{
-		Operation: logical.RevokeOperation, Storage: env.storage, Secret: resp.Secret,
-	})
-	if err != nil || (revoke != nil && revoke.IsError()) {
-		t.Fatalf("revoke: %#v %v", revoke, err)
-	}
-	if after := env.mk.Stats(); after.LoginRequests != before.LoginRequests || after.APIRequests != before.APIRequests {
-		t.Fatal("revoke contacted MetaKraftwerk")
-	}
-	if !strings.Contains(env.logs.String(), "lease revoked") {
-		t.Error("revoke did not log at debug level")
-	}
-	// Even a lease with no internal data (e.g. written by an older version) revokes.
-	if _, err := env.b.HandleRequest(context.Background(), &logical.Request{
-		Operation: logical.RevokeOperation, Storage: env.storage,
-		Secret: &logical.Secret{InternalData: map[string]any{"secret_type": secretAccessTokenType}},
-	}); err != nil {
-		t.Fatalf("revoke without internal data: %v", err)
-	}
-}
-
-func TestRenewIsNotSupported(t *testing.T) {
-	env := newTestBackend(t)
-	env.createRole("ci", nil)
-	resp := env.mustRead("creds/ci")
-	_, err := env.b.HandleRequest(context.Background(), &logical.Request{
-		Operation: logical.RenewOperation, Storage: env.storage, Secret: resp.Secret,
-	})
-	if err == nil {
-		t.Fatal("renew succeeded on a non-renewable token lease")
-	}
-}
-
 func devserverFaultsMode(m string) devserver.Faults { return devserver.Faults{Mode: devserver.Mode(m)} }
+
+func readToken(t *testing.T, env *testEnv, role string) (string, *logical.Response) {
+	t.Helper()
+	resp := env.mustRead("creds/" + role)
+	return resp.Data[fieldAccessToken].(string), resp
+}
+
+func TestReuseOffLogsInEveryRead(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	before := env.mk.Stats().Logins
+	a, _ := readToken(t, env, "ci")
+	b, _ := readToken(t, env, "ci")
+	if a == b || env.mk.Stats().Logins-before != 2 {
+		t.Fatalf("reuse off: same token %v, logins %d", a == b, env.mk.Stats().Logins-before)
+	}
+}
+
+func TestReuseReturnsCurrentTokenWithShorterLeases(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true, fieldReuseMinRemaining: "1h"})
+	before := env.mk.Stats().Logins
+	a, first := readToken(t, env, "ci")
+	env.clock.Advance(2 * time.Hour)
+	b, second := readToken(t, env, "ci")
+	if a != b {
+		t.Fatal("reuse on: a second read got a different token")
+	}
+	if n := env.mk.Stats().Logins - before; n != 1 {
+		t.Fatalf("%d logins, want 1", n)
+	}
+	if second.Secret.TTL != first.Secret.TTL-2*time.Hour {
+		t.Fatalf("later reader's lease %s, want %s", second.Secret.TTL, first.Secret.TTL-2*time.Hour)
+	}
+	if second.Data[fieldTokenID] != first.Data[fieldTokenID] || second.Data[fieldExpiresAt] != first.Data[fieldExpiresAt] {
+		t.Fatal("reused token reports different id or expiry")
+	}
+
+	// With less than reuse_min_remaining left, the next read logs in anew.
+	env.clock.Advance(17*time.Hour + time.Second) // 59m59s left
+	env.mkClock.Advance(19 * time.Hour)
+	c, third := readToken(t, env, "ci")
+	if c == a || env.mk.Stats().Logins-before != 2 {
+		t.Fatal("a token below reuse_min_remaining was handed out again")
+	}
+	if third.Secret.TTL <= second.Secret.TTL {
+		t.Fatalf("fresh token lease %s not longer than the old %s", third.Secret.TTL, second.Secret.TTL)
+	}
+}
+
+func TestReuseCoalescesConcurrentLogins(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("shared", map[string]any{fieldReuseTokens: true})
+	env.createRole("solo", nil)
+	// Slow logins make the readers pile up behind the first one.
+	env.mk.SetFaults(devserver.Faults{Latency: devserver.Duration(100 * time.Millisecond)})
+	before := env.mk.Stats().LoginsByUser[testEmail]
+
+	const n = 200
+	var wg sync.WaitGroup
+	tokens := make(chan string, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := env.do(logical.ReadOperation, "creds/shared", nil)
+			if err != nil || resp.IsError() {
+				t.Errorf("read: %v %v", err, respErr(resp))
+				return
+			}
+			tokens <- resp.Data[fieldAccessToken].(string)
+		}()
+	}
+	wg.Wait()
+	close(tokens)
+	distinct := map[string]bool{}
+	for tok := range tokens {
+		distinct[tok] = true
+	}
+	if got := env.mk.Stats().LoginsByUser[testEmail] - before; got != 1 || len(distinct) != 1 {
+		t.Fatalf("%d concurrent reads made %d logins and saw %d tokens; want 1 and 1", n, got, len(distinct))
+	}
+}
+
+func TestReuseEvictions(t *testing.T) {
+	type step func(env *testEnv, resp *logical.Response)
+	tests := []struct {
+		name  string
+		evict step
+	}{
+		{"role update", func(env *testEnv, _ *logical.Response) {
+			env.mustWrite("roles/ci", map[string]any{fieldDescription: "changed"})
+		}},
+		{"config change", func(env *testEnv, _ *logical.Response) {
+			env.mustWrite("config", map[string]any{fieldMaxRetries: 2})
+		}},
+		{"invalidate role", func(env *testEnv, _ *logical.Response) {
+			env.b.invalidate(context.Background(), "roles/ci")
+		}},
+		{"invalidate config", func(env *testEnv, _ *logical.Response) {
+			env.b.invalidate(context.Background(), "config")
+		}},
+		{"clean", func(env *testEnv, _ *logical.Response) {
+			env.b.Cleanup(context.Background())
+		}},
+		{"rotate-role", func(env *testEnv, _ *logical.Response) {
+			env.mustWrite("rotate-role/ci", nil)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newTestBackend(t)
+			env.createRole("ci", map[string]any{fieldReuseTokens: true})
+			a, resp := readToken(t, env, "ci")
+			if again, _ := readToken(t, env, "ci"); again != a {
+				t.Fatal("not reused before eviction")
+			}
+			tt.evict(env, resp)
+			if b, _ := readToken(t, env, "ci"); b == a {
+				t.Fatalf("token still reused after %s", tt.name)
+			}
+		})
+	}
+	t.Run("role delete", func(t *testing.T) {
+		env := newTestBackend(t)
+		env.createRole("ci", map[string]any{fieldReuseTokens: true})
+		a, _ := readToken(t, env, "ci")
+		if _, err := env.do(logical.DeleteOperation, "roles/ci", nil); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _ := env.do(logical.ReadOperation, "creds/ci", nil); resp == nil || !resp.IsError() {
+			t.Fatal("creds of a deleted role still served")
+		}
+		env.createRole("ci", map[string]any{fieldReuseTokens: true})
+		if b, _ := readToken(t, env, "ci"); b == a {
+			t.Fatal("a deleted role's token was handed out for the new role")
+		}
+	})
+	t.Run("revoking leases keeps the shared token", func(t *testing.T) {
+		env := newTestBackend(t)
+		env.createRole("ci", map[string]any{fieldReuseTokens: true})
+		_, old := readToken(t, env, "ci")
+		env.mustWrite("roles/ci", map[string]any{fieldDescription: "new"}) // evicts
+		cur, curResp := readToken(t, env, "ci")
+		// Vault revokes a lease whenever it ends, e.g. when the reader's
+		// Vault token expires: neither an older lease nor the current
+		// token's own lease may retire the shared token.
+		for _, sec := range []*logical.Secret{old.Secret, curResp.Secret} {
+			if _, err := env.b.HandleRequest(context.Background(), &logical.Request{
+				Operation: logical.RevokeOperation, Storage: env.storage, Secret: sec,
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := env.mk.Stats().Logins
+		if again, _ := readToken(t, env, "ci"); again != cur || env.mk.Stats().Logins != before {
+			t.Fatal("revoking leases retired the shared token")
+		}
+	})
+}
+
+// A failed shared login is not cached and each waiter sees the error.
+func TestReuseFailedLoginNotCached(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mustWrite("config", map[string]any{fieldMaxRetries: 0})
+	env.mk.SetFaults(devserver.Faults{FailNext: 1, FailStatus: 502})
+	resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+	if statusOf(resp, err) != 502 {
+		t.Fatalf("status %d", statusOf(resp, err))
+	}
+	env.mustRead("creds/ci")
+}
+
+// A waiter whose own request ends stops waiting; the shared login goes on
+// and its token serves the next reader.
+func TestReuseWaiterCancelled(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mk.SetFaults(devserver.Faults{Latency: devserver.Duration(300 * time.Millisecond)})
+	before := env.mk.Stats().Logins
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	resp, err := env.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/ci", Storage: env.storage})
+	env.record(resp, err)
+	if msg := errorText(resp, err); statusOf(resp, err) != 502 ||
+		!strings.Contains(msg, `waiting for the shared MetaKraftwerk login of role "ci": the Vault request's deadline was reached`) {
+		t.Fatalf("status %d: %q", statusOf(resp, err), msg)
+	}
+	time.Sleep(400 * time.Millisecond)
+	env.mustRead("creds/ci")
+	if n := env.mk.Stats().Logins - before; n != 1 {
+		t.Fatalf("%d logins; the abandoned shared login should have served the next read", n)
+	}
+}
+
+// The creds path keeps decoded roles in memory; every change reaches it.
+func TestCredsRoleCacheFollowsChanges(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci") // cached now
+
+	// Served from memory: a storage outage does not stop creds.
+	env.storage.Underlying().FailGet(true)
+	env.mustRead("creds/ci")
+	env.storage.Underlying().FailGet(false)
+
+	// A write through the API is seen at once.
+	before := env.mk.Stats().LoginsByUser[otherEmail]
+	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword})
+	env.mustRead("creds/ci")
+	if got := env.mk.Stats().LoginsByUser[otherEmail] - before; got != 2 { // verify + creds
+		t.Fatalf("%d logins as the new user, want 2", got)
+	}
+
+	// A write that reaches storage underneath (replication, another node)
+	// is seen after Vault's Invalidate.
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+"ci", &roleEntry{Email: testEmail, Password: testPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.storage.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+	env.b.invalidate(context.Background(), roleStoragePrefix+"ci")
+	before = env.mk.Stats().LoginsByUser[testEmail]
+	env.mustRead("creds/ci")
+	if got := env.mk.Stats().LoginsByUser[testEmail] - before; got != 1 {
+		t.Fatalf("after Invalidate the old login was used (%d logins as the stored user)", got)
+	}
+
+	// A deleted role is gone for creds at once.
+	if _, err := env.do(logical.DeleteOperation, "roles/ci", nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := env.do(logical.ReadOperation, "creds/ci", nil); resp == nil || !resp.IsError() {
+		t.Fatal("creds served for a deleted role")
+	}
+}
+
+// readAsync starts a creds read and returns its answer on a channel.
+func readAsync(env *testEnv, role string) <-chan *logical.Response {
+	done := make(chan *logical.Response, 1)
+	go func() {
+		resp, err := env.do(logical.ReadOperation, "creds/"+role, nil)
+		if err != nil {
+			env.t.Errorf("read: %v", err)
+		}
+		done <- resp
+	}()
+	return done
+}
+
+// assertThreeReadsAs checks that three reads all carry the login of email.
+func assertThreeReadsAs(t *testing.T, env *testEnv, role, email string) {
+	t.Helper()
+	for i := range 3 {
+		resp := env.mustRead("creds/" + role)
+		if got := resp.Data[fieldEmail]; got != email {
+			t.Fatalf("read %d after the write carries the login of %v, want %s", i+1, got, email)
+		}
+	}
+}
+
+// A reader holding the old role (read from storage before a role write)
+// must not leave a token of the old login behind for later readers.
+func TestCredsRoleChangeWhileReaderHoldsOldRole(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true}) // not in memory: the write evicted it
+	gate := env.gateStorage()
+	reached, release := gate.arm(roleStoragePrefix + "ci")
+	defer release()
+	done := readAsync(env, "ci")
+	<-reached // the reader holds the role of testEmail
+
+	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword})
+	release()
+	if resp := <-done; resp == nil || resp.IsError() {
+		t.Fatalf("the held read failed: %v", respErr(resp))
+	}
+	assertThreeReadsAs(t, env, "ci", otherEmail)
+}
+
+// The same with the role in memory and the reader held inside the login
+// itself, at MetaKraftwerk.
+func TestCredsRoleChangeDuringLogin(t *testing.T) {
+	env := newTestBackend(t)
+	var armed atomic.Bool
+	reached, release := make(chan struct{}), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce()
+	gated := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/authentication" && armed.CompareAndSwap(true, false) {
+			close(reached)
+			<-release
+		}
+		env.mk.Handler().ServeHTTP(w, r)
+	}))
+	defer gated.Close()
+	env.mustWrite("config", map[string]any{fieldBaseURL: gated.URL})
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mustRead("creds/ci") // role and token in memory
+	// The token falls below reuse_min_remaining: the next read logs in
+	// with the role it holds in memory.
+	env.clock.Advance(19*time.Hour + 30*time.Minute)
+	env.mkClock.Advance(19*time.Hour + 30*time.Minute)
+	if state, _ := env.b.store.get("ci"); state.role == nil || state.token == nil {
+		t.Fatal("role or token not in memory; the reader would not be held where the test means")
+	}
+	armed.Store(true)
+	done := readAsync(env, "ci")
+	<-reached // the login of testEmail is at MetaKraftwerk
+
+	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldVerify: false})
+	releaseOnce()
+	if resp := <-done; resp == nil || resp.IsError() {
+		t.Fatalf("the held read failed: %v", respErr(resp))
+	}
+	assertThreeReadsAs(t, env, "ci", otherEmail)
+}
+
+// A reader holding the old configuration (read from storage before a
+// base_url change) must not leave a token of the old server behind.
+func TestCredsConfigChangeWhileReaderHoldsOldConfig(t *testing.T) {
+	env := newTestBackend(t)
+	newMK, err := devserver.Listen("127.0.0.1:0", devserver.Config{Users: []devserver.User{
+		{ID: 7, Email: testEmail, Password: testPassword}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newMK.Close()
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mustWrite("config", map[string]any{fieldMaxRetries: 1}) // no client in memory
+	gate := env.gateStorage()
+	reached, release := gate.arm(configStorageKey)
+	defer release()
+	done := readAsync(env, "ci")
+	<-reached // the reader holds the configuration naming the old server
+
+	env.mustWrite("config", map[string]any{fieldBaseURL: newMK.URL})
+	release()
+	if resp := <-done; resp == nil || resp.IsError() {
+		t.Fatalf("the held read failed: %v", respErr(resp))
+	}
+	for i := range 3 {
+		tok, _ := readToken(t, env, "ci")
+		if useTokenAt(t, newMK.URL, tok) != http.StatusOK || useTokenAt(t, env.mk.URL, tok) != http.StatusUnauthorized {
+			t.Fatalf("read %d after the write carries a token of the old server", i+1)
+		}
+	}
+}
+
+// useTokenAt calls a stand-in's project list with token.
+func useTokenAt(t *testing.T, baseURL, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, baseURL+"/api/v1/projects", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A fresh token too short to be shared is handed to its reader (if a lease
+// fits) but never kept.
+func TestCredsShortTokenNotShared(t *testing.T) {
+	env := newTestBackend(t, withTokenLifetime(30*time.Minute)) // below the 1h reuse_min_remaining
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	before := env.mk.Stats().Logins
+	a, _ := readToken(t, env, "ci")
+	b, _ := readToken(t, env, "ci")
+	if a == b || env.mk.Stats().Logins-before != 2 {
+		t.Fatal("a token below reuse_min_remaining was shared")
+	}
+	if state, _ := env.b.store.get("ci"); state.token != nil {
+		t.Fatal("a token below reuse_min_remaining was kept")
+	}
+}
+
+// readConcurrently makes n creds reads at once and returns their answers.
+func readConcurrently(env *testEnv, role string, n int) []*logical.Response {
+	out := make([]*logical.Response, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := env.do(logical.ReadOperation, "creds/"+role, nil)
+			if err != nil {
+				env.t.Errorf("read %d: %v", i, err)
+			}
+			out[i] = resp
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+// A wrong password (changed in MetaKraftwerk, not in Vault) costs one
+// rejected login for a burst of readers, and is remembered: later readers
+// get the same 400 saying when it was tried, until the window ends or the
+// role is written.
+func TestRejectedLoginRemembered(t *testing.T) {
+	for _, reuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reuse_tokens=%v", reuse), func(t *testing.T) {
+			env := newTestBackend(t)
+			env.mk.SetFaults(devserver.Faults{Latency: devserver.Duration(50 * time.Millisecond)})
+			env.mustWrite("roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: "changed-upstream", fieldVerify: false, fieldReuseTokens: reuse})
+			env.secrets = append(env.secrets, "changed-upstream")
+			before := env.mk.Stats().FailedLogins
+
+			for i, resp := range readConcurrently(env, "ci", 50) {
+				if msg := errorText(resp, nil); statusOf(resp, nil) != 400 || !strings.Contains(msg, `MetaKraftwerk rejected the login for role "ci": Invalid login`) {
+					t.Fatalf("reader %d: %d %q", i, statusOf(resp, nil), msg)
+				}
+			}
+			if n := env.mk.Stats().FailedLogins - before; n != 1 {
+				t.Fatalf("50 concurrent readers made %d rejected logins, want 1", n)
+			}
+
+			// Later readers: the same 400, when it was tried, no attempt.
+			env.clock.Advance(4 * time.Minute)
+			resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+			msg := errorText(resp, err)
+			if statusOf(resp, err) != 400 || !strings.Contains(msg, `MetaKraftwerk rejected the login for role "ci": Invalid login`) ||
+				!strings.Contains(msg, "last tried at "+env.clock.Now().Add(-4*time.Minute).Format(time.RFC3339)) {
+				t.Fatalf("remembered: %d %q", statusOf(resp, err), msg)
+			}
+			if n := env.mk.Stats().FailedLogins - before; n != 1 {
+				t.Fatalf("a remembered rejection was tried again (%d)", n)
+			}
+
+			// After rejected_login_backoff (5m) one reader tries again.
+			env.clock.Advance(time.Minute + time.Second)
+			readConcurrently(env, "ci", 20)
+			if n := env.mk.Stats().FailedLogins - before; n != 2 {
+				t.Fatalf("after the window: %d rejected logins, want 2", n)
+			}
+
+			// A role write clears it at once.
+			env.mustWrite("roles/ci", map[string]any{fieldPassword: testPassword})
+			env.mustRead("creds/ci")
+		})
+	}
+}
+
+// A role whose password worked an hour ago is probed again by one reader
+// first: a burst after a quiet spell makes one attempt, not one each.
+func TestRejectedLoginAfterQuietSpell(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci")
+	env.clock.Advance(time.Hour)
+	env.mkClock.Advance(time.Hour)
+	env.mk.SetFaults(devserver.Faults{FailNext: 1000, FailStatus: 401, Latency: devserver.Duration(50 * time.Millisecond)})
+	before := env.mk.Stats().LoginRequests
+	for _, resp := range readConcurrently(env, "ci", 50) {
+		if statusOf(resp, nil) != 400 {
+			t.Fatalf("status %d %q", statusOf(resp, nil), errorText(resp, nil))
+		}
+	}
+	if n := env.mk.Stats().LoginRequests - before; n != 1 {
+		t.Fatalf("%d login attempts, want 1", n)
+	}
+	// Once a login succeeds again, concurrent readers log in at once, each
+	// for a token of its own.
+	env.mk.SetFaults(devserver.Faults{})
+	env.mustWrite("rotate-role/ci", nil)
+	env.mustRead("creds/ci")
+	before = env.mk.Stats().Logins
+	seen := map[any]bool{}
+	for _, resp := range readConcurrently(env, "ci", 20) {
+		seen[resp.Data[fieldAccessToken]] = true
+	}
+	if n := env.mk.Stats().Logins - before; n != 20 || len(seen) != 20 {
+		t.Fatalf("%d logins, %d tokens for 20 readers", n, len(seen))
+	}
+}
+
+// Only 401 is remembered: transport errors and 5xx are tried again by the
+// next reader. rejected_login_backoff=0 turns the memory off.
+func TestRejectedLoginOnlyRejections(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustWrite("config", map[string]any{fieldMaxRetries: 0})
+	env.mk.SetFaults(devserver.Faults{FailNext: 1, FailStatus: 503})
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 502 {
+		t.Fatalf("503: status %d", statusOf(resp, err))
+	}
+	env.mustRead("creds/ci")
+
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: 0})
+	env.mk.SetFaults(devserver.Faults{FailNext: 2, FailStatus: 401})
+	before := env.mk.Stats().LoginRequests
+	for range 2 {
+		if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 400 {
+			t.Fatalf("401: status %d", statusOf(resp, err))
+		}
+	}
+	env.mustRead("creds/ci")
+	if n := env.mk.Stats().LoginRequests - before; n != 3 {
+		t.Fatalf("with the memory off, 3 reads made %d attempts", n)
+	}
+}

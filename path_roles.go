@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 const (
@@ -81,11 +83,6 @@ func putRole(ctx context.Context, s logical.Storage, name string, role *roleEntr
 }
 
 func pathRoles(b *backend) []*framework.Path {
-	nameField := &framework.FieldSchema{
-		Type:        framework.TypeString,
-		Description: "Name of the role: letters, digits, '-', '_' and '.', starting and ending with a letter or digit.",
-		Required:    true,
-	}
 	return []*framework.Path{
 		{
 			Pattern: "roles/?$",
@@ -109,7 +106,7 @@ func pathRoles(b *backend) []*framework.Path {
 				OperationSuffix: "role",
 			},
 			Fields: map[string]*framework.FieldSchema{
-				fieldName: nameField,
+				fieldName: roleNameField,
 				fieldEmail: {
 					Type:        framework.TypeString,
 					Description: "Login email of the MetaKraftwerk user. Required on create.",
@@ -160,13 +157,17 @@ func pathRoles(b *backend) []*framework.Path {
 						200: {{Description: "OK", Fields: roleResponseFields}},
 					},
 				},
+				// Writes verify with a login before storing; forwarded from
+				// standbys up front, so that the login happens once.
 				logical.CreateOperation: &framework.PathOperation{
-					Callback:     b.pathRoleWrite,
-					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
+					Callback:                  b.pathRoleWrite,
+					DisplayAttrs:              &framework.DisplayAttributes{OperationVerb: "write"},
+					ForwardPerformanceStandby: true,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:     b.pathRoleWrite,
-					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "write"},
+					Callback:                  b.pathRoleWrite,
+					DisplayAttrs:              &framework.DisplayAttributes{OperationVerb: "write"},
+					ForwardPerformanceStandby: true,
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:     b.pathRoleDelete,
@@ -247,16 +248,65 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	loginChanged := existing == nil || role.Email != existing.Email ||
 		role.Password != existing.Password || !slices.Equal(role.Projects, existing.Projects)
 	if d.Get(fieldVerify).(bool) && loginChanged {
-		if resp, err := b.verifyLogin(ctx, req.Storage, name, role); resp != nil || err != nil {
-			return resp, err
+		client, _, err := b.client(ctx, req.Storage)
+		if err != nil {
+			return nil, err
+		}
+		if err := verifyRole(ctx, client, name, role, b.now); err != nil {
+			return errorResponse(fmt.Errorf("verify: %w", err))
 		}
 	}
 
-	if err := putRole(ctx, req.Storage, name, role); err != nil {
-		return nil, err
+	// Evict whatever storage answered: a put that failed may still have
+	// been applied.
+	err = putRole(ctx, req.Storage, name, role)
+	b.store.evict(name)
+	return nil, err
+}
+
+// verifyRole logs in once with role and, when it names projects, checks
+// that the login can see each of them.
+func verifyRole(ctx context.Context, client *mkclient.Client, name string, role *roleEntry, now func() time.Time) error {
+	tok, err := login(ctx, client, role, now)
+	if err != nil {
+		return &roleError{role: name, op: opLogin, err: err}
 	}
-	b.cache.evict(name)
-	return nil, nil
+	if len(role.Projects) == 0 {
+		return nil
+	}
+	projects, err := client.Projects(ctx, tok.AccessToken)
+	if err != nil {
+		return &roleError{role: name, op: opProjects, err: err}
+	}
+	if missing := missingProjects(role.Projects, projects); len(missing) > 0 {
+		return &errMissingProjects{role: name, email: role.Email, missing: missing}
+	}
+	return nil
+}
+
+// missingProjects lists the wanted names that are absent, deleted or
+// disabled in have, each quoted with the reason.
+func missingProjects(want []string, have []mkclient.Project) []string {
+	usable := func(p mkclient.Project) bool { return !p.Deleted && !p.Disabled }
+	byName := make(map[string]mkclient.Project, len(have))
+	for _, p := range have {
+		if cur, ok := byName[p.Name]; !ok || (usable(p) && !usable(cur)) {
+			byName[p.Name] = p
+		}
+	}
+	var missing []string
+	for _, name := range want {
+		p, ok := byName[name]
+		switch {
+		case !ok:
+			missing = append(missing, fmt.Sprintf("%q (not visible)", name))
+		case p.Deleted:
+			missing = append(missing, fmt.Sprintf("%q (deleted)", name))
+		case p.Disabled:
+			missing = append(missing, fmt.Sprintf("%q (disabled)", name))
+		}
+	}
+	return missing
 }
 
 // applyRoleFields copies the fields present in d onto role (a partial
@@ -379,10 +429,11 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	if msg := validateRoleName(name); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
-	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
+	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
+	b.store.evict(name)
+	if err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}
-	b.cache.evict(name)
 	return nil, nil
 }
 

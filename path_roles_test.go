@@ -2,6 +2,7 @@ package metakraftwerk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -288,3 +289,56 @@ func TestRoleReadNeverShowsPassword(t *testing.T) {
 }
 
 func fmtResp(resp *logical.Response) string { return fmt.Sprint(resp.Data) }
+
+// A role write whose storage put fails after it was applied still evicts
+// what the engine held: the next read uses the stored login.
+func TestRoleWriteEvictsWhenPutFails(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	env.mustRead("creds/ci") // role and token in memory
+	env.reqStorage = appliedThenFailedStorage{env.storage}
+	resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword})
+	if err == nil {
+		t.Fatalf("want the put's error, got %v", respErr(resp))
+	}
+	env.reqStorage = env.storage
+	assertThreeReadsAs(t, env, "ci", otherEmail)
+
+	// Deleting, too.
+	env.reqStorage = deleteAppliedThenFailedStorage{env.storage}
+	if _, err := env.do(logical.DeleteOperation, "roles/ci", nil); err == nil {
+		t.Fatal("want the delete's error")
+	}
+	env.reqStorage = env.storage
+	if resp, _ := env.do(logical.ReadOperation, "creds/ci", nil); resp == nil || !resp.IsError() {
+		t.Fatal("a deleted role is still served from memory")
+	}
+}
+
+// deleteAppliedThenFailedStorage applies every Delete and reports it failed.
+type deleteAppliedThenFailedStorage struct{ logical.Storage }
+
+func (s deleteAppliedThenFailedStorage) Delete(ctx context.Context, key string) error {
+	if err := s.Storage.Delete(ctx, key); err != nil {
+		return err
+	}
+	return errors.New("injected: the delete was applied but its answer was lost")
+}
+
+// The project check reads every page of a paginated Feathers answer.
+func TestRoleVerifyPaginatedProjects(t *testing.T) {
+	var projects []string
+	for i := range 27 {
+		projects = append(projects, fmt.Sprintf("P%02d", i))
+	}
+	env := newTestBackend(t, withProjects(projects, &devserver.Paginate{Default: 10, Max: 10}))
+	before := env.mk.Stats().APIRequests
+	env.createRole("ci", map[string]any{fieldProjects: "P00,P13,P26"}) // pages 1, 2 and 3
+	if n := env.mk.Stats().APIRequests - before; n != 3 {
+		t.Errorf("%d project requests for 27 projects in pages of 10, want 3", n)
+	}
+	resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldProjects: "P26,P27"})
+	if msg := errorText(resp, err); statusOf(resp, err) != 400 || !strings.Contains(msg, `"P27" (not visible)`) || strings.Contains(msg, "P26") {
+		t.Fatalf("P27 beyond the last page: %d %q", statusOf(resp, err), msg)
+	}
+}

@@ -1,0 +1,121 @@
+package metakraftwerk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
+)
+
+// Every error the engine writes follows one scheme:
+//   - bad input starts with the field it is about: "ttl: must not be negative";
+//   - anything else is a sentence that names the role in quotes;
+//   - a step of a larger request prefixes its name: "verify: ...".
+// No message carries a password or a token.
+
+// The upstream calls a roleError can come from.
+const (
+	opLogin    = "login"
+	opProjects = "list projects"
+)
+
+// roleError is a failed upstream step for a role, worded for the operator.
+type roleError struct {
+	role string
+	op   string
+	err  error
+}
+
+func (e *roleError) Unwrap() error { return e.err }
+
+func (e *roleError) Error() string {
+	var apiErr *mkclient.APIError
+	var tooShort *errTokenTooShort
+	var waited *errWaitAborted
+	switch {
+	case errors.As(e.err, &apiErr) && apiErr.Rejected() && e.op == opProjects:
+		return fmt.Sprintf("MetaKraftwerk refused to list the projects of role %q (HTTP %d): %s", e.role, apiErr.StatusCode, apiErr.Message)
+	case errors.As(e.err, &apiErr) && apiErr.Rejected() && apiErr.StatusCode == http.StatusUnauthorized:
+		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q: %s", e.role, apiErr.Message)
+	case errors.As(e.err, &apiErr) && apiErr.Rejected() && apiErr.StatusCode == http.StatusNotFound:
+		return fmt.Sprintf("MetaKraftwerk has no login endpoint at the configured %s (HTTP 404 for role %q): %s; check %s",
+			fieldBaseURL, e.role, apiErr.Message, fieldBaseURL)
+	case errors.As(e.err, &apiErr) && apiErr.Rejected():
+		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q (HTTP %d): %s", e.role, apiErr.StatusCode, apiErr.Message)
+	case errors.As(e.err, &tooShort):
+		return fmt.Sprintf("role %q: %s", e.role, tooShort)
+	case errors.As(e.err, &waited):
+		return fmt.Sprintf("gave up after %s waiting for the shared MetaKraftwerk login of role %q: %s",
+			waited.after.Round(time.Millisecond), e.role, describeContextErr(waited.err))
+	case errors.Is(e.err, mkclient.ErrTooManyProjects):
+		return fmt.Sprintf("cannot check the projects of role %q: %s; store the role with %s=false to skip the check", e.role, e.err, fieldVerify)
+	case e.op == opProjects:
+		return fmt.Sprintf("listing the projects of role %q failed: %s", e.role, e.err)
+	case errors.Is(e.err, context.Canceled):
+		return fmt.Sprintf("getting a MetaKraftwerk token for role %q was cancelled", e.role)
+	}
+	return fmt.Sprintf("getting a MetaKraftwerk token for role %q failed: %s", e.role, e.err)
+}
+
+// loginRejection is a login MetaKraftwerk rejected (401), remembered for
+// rejected_login_backoff so that a burst of readers does not repeat it.
+type loginRejection struct {
+	err       *roleError
+	at, until time.Time
+}
+
+func (r *loginRejection) Unwrap() error { return r.err }
+
+func (r *loginRejection) Error() string {
+	return fmt.Sprintf("%s (last tried at %s; no new attempt before %s unless the role is written or rotated)",
+		r.err, r.at.UTC().Format(time.RFC3339), r.until.UTC().Format(time.RFC3339))
+}
+
+// errWaitAborted ends a reader that stopped waiting for a login shared with
+// other readers (its request was cancelled or reached its deadline).
+type errWaitAborted struct {
+	after time.Duration
+	err   error
+}
+
+func (e *errWaitAborted) Error() string { return describeContextErr(e.err) }
+
+func describeContextErr(err error) string {
+	if errors.Is(err, context.Canceled) {
+		return "the Vault request was cancelled"
+	}
+	return "the Vault request's deadline was reached"
+}
+
+// errMissingProjects is a verified login that cannot see projects the role
+// names.
+type errMissingProjects struct {
+	role, email string
+	missing     []string
+}
+
+func (e *errMissingProjects) Error() string {
+	return fmt.Sprintf("the login of role %q (%s) cannot use MetaKraftwerk project(s) %s; grant access in MetaKraftwerk or fix %s",
+		e.role, e.email, strings.Join(e.missing, ", "), fieldProjects)
+}
+
+// errorResponse maps a failure of the creds path, or of a role's
+// verification, to Vault's error contract: what MetaKraftwerk refused or
+// the role's own settings prevent is the operator's to fix (400); anything
+// else went wrong upstream (502). Storage failures never get here: their
+// handlers return them as they are (500).
+func errorResponse(err error) (*logical.Response, error) {
+	var apiErr *mkclient.APIError
+	var missing *errMissingProjects
+	if (errors.As(err, &apiErr) && apiErr.Rejected()) || errors.As(err, &missing) ||
+		errors.Is(err, mkclient.ErrTooManyProjects) {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	return nil, logical.CodedError(http.StatusBadGateway, err.Error())
+}

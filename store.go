@@ -1,0 +1,136 @@
+package metakraftwerk
+
+import (
+	"sync"
+	"time"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
+)
+
+// memStore is what the engine keeps in the plugin process's memory, never
+// in Vault's storage: the MetaKraftwerk client of the configuration in
+// force, and per role what the creds path has learnt (roleState).
+//
+// Nothing computed from an old role or configuration may outlive a change
+// to it. So every value is put under a stamp that the request computing it
+// took when it began, and a put is refused when the role was evicted or the
+// configuration reset since. The writer changes storage first and evicts
+// (or resets) after, whatever storage answered.
+type memStore struct {
+	mu sync.Mutex
+	// seq counts evictions and resets; marks are values of it.
+	seq uint64
+	// epoch is seq at the last reset: the generation of the client.
+	epoch uint64
+	// floor is seq at the last eviction or reset: the mark of every role
+	// without state. State exists only while it holds something, so
+	// evicting role names that were never used costs nothing.
+	floor uint64
+	roles map[string]*roleState
+
+	client    *mkclient.Client
+	clientCfg *mkConfig
+}
+
+// roleState is what the engine holds for one role.
+type roleState struct {
+	// since is the mark the state was created under.
+	since uint64
+	// role is the decoded stored role, so that a creds read needs no
+	// storage round trip. Never modified: writes evict.
+	role *roleEntry
+	// token is the shared token of a role with reuse_tokens.
+	token *issuedToken
+	// lastLogin is when a login of this role last succeeded.
+	lastLogin time.Time
+	// rejection is a login MetaKraftwerk rejected, remembered for a while.
+	rejection *loginRejection
+}
+
+// stamp identifies the state a request began from.
+type stamp struct {
+	// mark changes when the role is evicted or the configuration reset.
+	mark uint64
+}
+
+func newMemStore() *memStore {
+	return &memStore{roles: map[string]*roleState{}}
+}
+
+// get returns a copy of what is held for the role, and the stamp under
+// which what the request learns from it may be put back.
+func (s *memStore) get(name string) (roleState, stamp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rs := s.roles[name]; rs != nil {
+		return *rs, stamp{mark: rs.since}
+	}
+	return roleState{}, stamp{mark: s.floor}
+}
+
+// update applies fn to the role's state unless the role was evicted or the
+// configuration reset since st was taken; it reports whether it did.
+func (s *memStore) update(st stamp, name string, fn func(*roleState)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rs := s.roles[name]
+	if rs == nil {
+		if st.mark != s.floor {
+			return false
+		}
+		rs = &roleState{since: s.floor}
+		s.roles[name] = rs
+	} else if st.mark != rs.since {
+		return false
+	}
+	fn(rs)
+	return true
+}
+
+// evict drops everything held for the role (role written, deleted or
+// rotated, or changed underneath by replication) and returns what it held.
+func (s *memStore) evict(name string) roleState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var old roleState
+	if rs := s.roles[name]; rs != nil {
+		old = *rs
+		delete(s.roles, name)
+	}
+	s.seq++
+	s.floor = s.seq
+	return old
+}
+
+// reset drops everything (configuration changed, engine cleaned up).
+func (s *memStore) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		s.client.Close()
+	}
+	s.client, s.clientCfg = nil, nil
+	s.roles = map[string]*roleState{}
+	s.seq++
+	s.floor, s.epoch = s.seq, s.seq
+}
+
+// getClient returns the cached client and its configuration, if any, and
+// the epoch under which one may be put.
+func (s *memStore) getClient() (*mkclient.Client, *mkConfig, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client, s.clientCfg, s.epoch
+}
+
+// putClient caches client unless the configuration was reset since epoch
+// was taken or another client is cached already; it reports whether it did.
+func (s *memStore) putClient(epoch uint64, client *mkclient.Client, cfg *mkConfig) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch != s.epoch || s.client != nil {
+		return false
+	}
+	s.client, s.clientCfg = client, cfg
+	return true
+}
