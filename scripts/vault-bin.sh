@@ -3,13 +3,15 @@
 #
 # Order of preference:
 #   1. $VAULT_BIN, if set (must be executable);
-#   2. `vault` on PATH, if it is at least v1.15;
-#   3. Vault v1.21.0 built from the Go module proxy into a cache directory
-#      outside the repository, reused on later runs.
+#   2. `vault` on PATH, if it is at least v1.15 (skipped when
+#      VAULT_BUILD_VERSION asks for a specific version);
+#   3. Vault $VAULT_BUILD_VERSION (default v1.21.0) built from the Go module
+#      proxy into a cache directory outside the repository, reused later.
 #
 # The build is idempotent and safe to run in parallel with itself: builders
-# serialise on a lock file and the binary is moved into place atomically.
-# Progress messages go to stderr.
+# serialise on a lock file, the binary is moved into place atomically, and
+# the scratch directory is removed however the script ends. Progress
+# messages go to stderr.
 set -euo pipefail
 
 VAULT_VERSION="${VAULT_BUILD_VERSION:-v1.21.0}"
@@ -42,7 +44,7 @@ if [[ -n ${VAULT_BIN:-} ]]; then
 	exit 1
 fi
 
-if on_path=$(command -v vault 2>/dev/null) && version_ok "$on_path"; then
+if [[ -z ${VAULT_BUILD_VERSION:-} ]] && on_path=$(command -v vault 2>/dev/null) && version_ok "$on_path"; then
 	printf '%s\n' "$on_path"
 	exit 0
 fi
@@ -65,11 +67,23 @@ if [[ -x $TARGET ]] && version_ok "$TARGET"; then
 	exit 0
 fi
 
+# cleanup runs however the script ends. It must not fail: under set -e a
+# failing command in an EXIT trap would end the trap early and replace the
+# script's exit status.
+work="" build=""
+cleanup() {
+	if [[ -n $build ]]; then kill "$build" 2>/dev/null || true; fi
+	if [[ -n $work ]]; then
+		chmod -R u+w "$work" 2>/dev/null || true
+		rm -rf "$work" || true
+	fi
+	rm -f "$TARGET.tmp.$$" || true
+}
+trap cleanup EXIT
 work=$(mktemp -d "${TMPDIR:-/tmp}/vault-build.XXXXXX")
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
-log "no vault >= v$MIN_MAJOR.$MIN_MINOR found; building Vault $VAULT_VERSION from the Go module proxy"
-log "this takes about 8-10 minutes on 2 cores the first time; the result is cached in $CACHE_ROOT"
+log "building Vault $VAULT_VERSION from the Go module proxy"
+log "this takes about 5-9 minutes on 2 cores the first time; the result is cached in $CACHE_ROOT"
 src=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" |
 	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [[ -n $src && -d $src ]] || { log "could not download github.com/hashicorp/vault@$VAULT_VERSION"; exit 1; }
@@ -85,16 +99,24 @@ log "downloading Vault's dependencies"
 GOFLAGS=-mod=mod go mod download >&2
 log "compiling (progress is quiet; please wait)"
 start=$SECONDS
-(
-	while sleep 60; do log "still compiling... $((SECONDS - start))s"; done
-) &
-ticker=$!
-trap 'kill $ticker 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/vault" . >&2
-kill "$ticker" 2>/dev/null || true
+GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/vault" . >&2 &
+build=$!
+# Progress every minute from the foreground: a background ticker's sleep
+# would outlive the script and hold its output open.
+next=$((start + 60))
+while kill -0 "$build" 2>/dev/null; do
+	sleep 1
+	if ((SECONDS >= next)); then
+		log "still compiling... $((SECONDS - start))s"
+		next=$((next + 60))
+	fi
+done
+wait "$build"
+build=""
 
 version_ok "$work/vault" || { log "the built binary does not run"; exit 1; }
-mv -f "$work/vault" "$TARGET.tmp.$$"
+# Copy next to the target, then rename: readers see no file or a whole one.
+cp "$work/vault" "$TARGET.tmp.$$"
 mv -f "$TARGET.tmp.$$" "$TARGET"
-log "built $("$TARGET" version) in $((SECONDS - start))s"
+log "built $("$TARGET" version | head -n1) in $((SECONDS - start))s"
 printf '%s\n' "$TARGET"
