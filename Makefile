@@ -2,6 +2,7 @@
 #
 #   make demo    build, bring up a local Vault + stand-in MetaKraftwerk, take the tour, tear down
 #   make test    unit tests (vet, gofmt, -race) and the end-to-end suite on a real vault binary
+#                (and on OpenBao too when a bao binary is found)
 #
 # Everything else is below; `make help` lists it.
 
@@ -18,9 +19,14 @@ BIN          := $(CURDIR)/bin
 DIST         := $(CURDIR)/dist
 FUZZTIME     ?= 30s
 E2E_TIMEOUT  ?= 25m
-PLATFORMS    := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+RELEASE_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+# The server the local stack (demo, up, bench) runs on: vault or openbao.
+PLATFORM     ?= vault
+# The e2e platforms (vault, vault-lts, openbao); empty means vault, plus
+# openbao when a bao binary is found. Named platforms are required.
+E2E_PLATFORMS ?=
 
-export VERSION
+export VERSION PLATFORM
 
 .PHONY: help
 help: ## list the targets
@@ -44,15 +50,19 @@ unit: ## go vet, gofmt check, unit tests with -race (fuzz seeds included)
 	  if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 
-E2E_ENV = VAULT_BIN="$$(scripts/vault-bin.sh)" PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)"
+E2E_ENV = PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" GO="$(GO)" E2E_TIMEOUT="$(E2E_TIMEOUT)"
 
 .PHONY: e2e
-e2e: build ## end-to-end suite: real vault binary, real plugin process, stand-in MetaKraftwerk
-	$(E2E_ENV) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/...
+e2e: build ## end-to-end suite on Vault v1.21.0, plus OpenBao when a bao binary is found
+	$(E2E_ENV) scripts/e2e.sh $(E2E_PLATFORMS)
+
+.PHONY: e2e-matrix
+e2e-matrix: build ## end-to-end suite on Vault v1.21.0, Vault v1.19.0 (LTS) and OpenBao; fails unless all ran
+	$(E2E_ENV) scripts/e2e.sh vault vault-lts openbao
 
 .PHONY: e2e-ha
 e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
-	$(E2E_ENV) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -run 'TestHAClusterFailover' ./e2e/...
+	$(E2E_ENV) E2E_RUN=TestHAClusterFailover scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: test
 test: unit e2e ## unit + end-to-end (what CI runs)
@@ -67,11 +77,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	done
 
 .PHONY: demo
-demo: build ## the guided tour on a local stack (brings everything up on loopback, tears it down)
+demo: build ## the guided tour on a local stack (PLATFORM=openbao for OpenBao); tears it down
 	bootstrap/demo.sh
 
 .PHONY: up
-up: build ## bring up the local stack and keep it running (prints VAULT_ADDR/VAULT_TOKEN)
+up: build ## bring up the local stack and keep it running (PLATFORM=openbao for OpenBao)
 	bootstrap/stack.sh up
 
 .PHONY: down
@@ -85,7 +95,7 @@ bench: build ## side-by-side benchmark on the local stack; results in .bench/ (o
 .PHONY: release
 release: ## cross-compile the plugin for all platforms with SHA256SUMS into dist/
 	@rm -rf $(DIST) && mkdir -p $(DIST)
-	@for p in $(PLATFORMS); do \
+	@for p in $(RELEASE_PLATFORMS); do \
 	  os=$${p%/*}; arch=$${p#*/}; ext=; [[ $$os == windows ]] && ext=.exe; \
 	  out=$(DIST)/$(PLUGIN)_$(VERSION)_$${os}_$${arch}$$ext; \
 	  echo "building $$out"; \

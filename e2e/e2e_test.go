@@ -298,7 +298,7 @@ func TestUpgradeKeepsRoles(t *testing.T) {
 	s.InstallPlugin(next, pluginCommand+"-v0.1.1")
 	s.RegisterPlugin(pluginCommand+"-v0.1.1", "v0.1.1")
 	s.MustCLI("secrets", "tune", "-plugin-version=v0.1.1", mount)
-	s.MustCLI("plugin", "reload", "-type=secret", "-plugin="+pluginName)
+	s.ReloadPlugin()
 	waitFor(t, 30*time.Second, "the mount to run v0.1.1", func() bool {
 		out, _, _ := s.CLI("secrets", "list", "-detailed", "-format=json")
 		return strings.Contains(out, `"running_plugin_version": "v0.1.1"`)
@@ -341,7 +341,7 @@ func TestAgentRendersAndRefreshes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := exec.Command(s.VaultBin, "agent", "-config="+cfgFile, "-log-level=debug")
+	agent := exec.Command(s.Bin, "agent", "-config="+cfgFile, "-log-level=debug")
 	agent.Env = s.env()
 	agent.Stdout, agent.Stderr = logf, logf
 	agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

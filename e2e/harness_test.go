@@ -1,12 +1,15 @@
 //go:build e2e
 
-// Package e2e drives a real vault binary with the real plugin process and a
-// stand-in MetaKraftwerk on loopback, the way operators and CI jobs do: the
-// vault CLI first, the HTTP API where the CLI cannot (concurrency).
+// Package e2e drives a real server binary (Vault or OpenBao) with the real
+// plugin process and a stand-in MetaKraftwerk on loopback, the way operators
+// and CI jobs do: the CLI first, the HTTP API where the CLI cannot
+// (concurrency).
 //
-// Run it with `make e2e`: it needs VAULT_BIN (a vault >= 1.15), PLUGIN_BIN
-// (the built plugin) and PLUGIN_VERSION (the version stamped into it);
-// without them every test fails, it never skips.
+// Run it with `make e2e`: it needs SERVER_BIN (a vault >= 1.15 or a bao),
+// PLUGIN_BIN (the built plugin) and PLUGIN_VERSION (the version stamped into
+// it); without them every test fails, it never skips. The platform is read
+// from `SERVER_BIN version`; a test that only makes sense on one platform
+// says so in its name.
 package e2e
 
 import (
@@ -50,6 +53,75 @@ const (
 )
 
 var jwtRe = regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`)
+
+// TestMain fails the suite if it left go-plugin unix sockets in the
+// machine's temp directory: every server gets a TMPDIR inside its test's
+// own directory.
+func TestMain(m *testing.M) {
+	before := pluginSockets()
+	code := m.Run()
+	var leaked []string
+	for name := range pluginSockets() {
+		if !before[name] {
+			leaked = append(leaked, name)
+		}
+	}
+	if len(leaked) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the suite left %d go-plugin sockets in %s: %v\n", len(leaked), os.TempDir(), leaked)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// pluginSockets lists the go-plugin sockets (plugin*) in the temp directory.
+func pluginSockets() map[string]bool {
+	out := map[string]bool{}
+	entries, _ := os.ReadDir(os.TempDir())
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "plugin") && e.Type()&os.ModeSocket != 0 {
+			out[e.Name()] = true
+		}
+	}
+	return out
+}
+
+// Platform is the server under test.
+type Platform struct {
+	// Name is the first line of `version`, e.g. "Vault v1.21.0 (…)".
+	Name    string
+	OpenBao bool
+}
+
+var (
+	platformOnce sync.Once
+	platform     Platform
+	platformErr  error
+)
+
+// serverPlatform reads the platform from SERVER_BIN once.
+func serverPlatform(t *testing.T) Platform {
+	t.Helper()
+	bin := requiredEnv(t, "SERVER_BIN")
+	platformOnce.Do(func() {
+		out, err := exec.Command(bin, "version").Output()
+		if err != nil {
+			platformErr = fmt.Errorf("%s version: %w", bin, err)
+			return
+		}
+		platform.Name = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+		switch {
+		case strings.HasPrefix(platform.Name, "OpenBao "):
+			platform.OpenBao = true
+		case strings.HasPrefix(platform.Name, "Vault "):
+		default:
+			platformErr = fmt.Errorf("%s version printed %q: neither Vault nor OpenBao", bin, platform.Name)
+		}
+	})
+	if platformErr != nil {
+		t.Fatal(platformErr)
+	}
+	return platform
+}
 
 // repoRoot is the repository root (bootstrap/ files are used as users use them).
 func repoRoot(t *testing.T) string {
@@ -127,6 +199,8 @@ type StackOptions struct {
 	Nodes int
 	// PluginEnv is passed to the plugin process (vault plugin register -env).
 	PluginEnv []string
+	// Paginate makes the stand-in answer project lists in Feathers pages.
+	Paginate *devserver.Paginate
 }
 
 // Node is one Vault server process.
@@ -147,9 +221,11 @@ type Node struct {
 // the test ends; before that, every log line, audit line and CLI stderr is
 // scanned for passwords and minted tokens.
 type Stack struct {
-	t         *testing.T
-	opts      StackOptions
-	VaultBin  string
+	t    *testing.T
+	opts StackOptions
+	// Bin is the server binary (vault or bao); it is also the CLI.
+	Bin       string
+	Platform  Platform
 	PluginBin string
 	// Addr is the node the CLI talks to by default; Token is the root token.
 	Addr      string
@@ -176,7 +252,8 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 	s := &Stack{
 		t:         t,
 		opts:      opts,
-		VaultBin:  requiredEnv(t, "VAULT_BIN"),
+		Bin:       requiredEnv(t, "SERVER_BIN"),
+		Platform:  serverPlatform(t),
 		PluginBin: requiredEnv(t, "PLUGIN_BIN"),
 		Dir:       t.TempDir(),
 		Token:     rootToken,
@@ -197,6 +274,7 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 		},
 		TokenLifetime: opts.TokenLifetime,
 		OnIssue:       s.addSecret,
+		Paginate:      opts.Paginate,
 	}
 	s.StartMK("127.0.0.1:0")
 	s.InstallPlugin(s.PluginBin, pluginCommand)
@@ -261,7 +339,9 @@ func (s *Stack) newNode(name string) *Node {
 	port := freePortPair(s.t)
 	n := &Node{Name: name, port: port, Addr: "http://127.0.0.1:" + strconv.Itoa(port), dir: filepath.Join(s.Dir, name)}
 	n.log = filepath.Join(n.dir, "vault.log")
-	if err := os.MkdirAll(n.dir, 0o700); err != nil {
+	// The server and its plugins put go-plugin's unix sockets in TMPDIR;
+	// this keeps them in the test's directory.
+	if err := os.MkdirAll(filepath.Join(n.dir, "tmp"), 0o700); err != nil {
 		s.t.Fatal(err)
 	}
 	s.Nodes = append(s.Nodes, n)
@@ -272,6 +352,10 @@ func (s *Stack) newNode(name string) *Node {
 // non-dev servers, a loopback listener and the given storage stanza.
 func (s *Stack) writeConfig(n *Node, storage string) string {
 	cfg := fmt.Sprintf("plugin_directory = %q\n", s.PluginDir)
+	if s.Platform.OpenBao {
+		// OpenBao refuses `audit enable` over the API unless allowed here.
+		cfg += "unsafe_allow_api_audit_creation = true\n"
+	}
 	if storage != "" {
 		cfg += storage + fmt.Sprintf(`listener "tcp" {
   address         = "127.0.0.1:%d"
@@ -298,8 +382,8 @@ func (s *Stack) StartNode(n *Node) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command(s.VaultBin, n.args...)
-	cmd.Env = s.envFor(n.Addr, s.Token)
+	cmd := exec.Command(s.Bin, n.args...)
+	cmd.Env = append(s.envFor(n.Addr, s.Token), "TMPDIR="+filepath.Join(n.dir, "tmp"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -447,11 +531,11 @@ func (s *Stack) envFor(addr, token string) []string {
 	env := []string{
 		"HOME=" + filepath.Join(s.Dir, "home"),
 		"PATH=" + os.Getenv("PATH"),
-		"VAULT_ADDR=" + addr,
-		"VAULT_FORMAT=table",
+		"VAULT_ADDR=" + addr, "BAO_ADDR=" + addr,
+		"VAULT_FORMAT=table", "BAO_FORMAT=table",
 	}
 	if token != "" {
-		env = append(env, "VAULT_TOKEN="+token)
+		env = append(env, "VAULT_TOKEN="+token, "BAO_TOKEN="+token)
 	}
 	return env
 }
@@ -478,7 +562,7 @@ func (s *Stack) cli(addr, token string, args ...string) (string, string, error) 
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.VaultBin, args...)
+	cmd := exec.CommandContext(ctx, s.Bin, args...)
 	cmd.Env = s.envFor(addr, token)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -724,13 +808,33 @@ func (s *Stack) InstallPlugin(src, command string) {
 	}
 }
 
-// RegisterPlugin registers command by sha256 with version and environment.
+// RegisterPlugin registers command by sha256 with version and environment,
+// as an operator does: `plugin register`, or on OpenBao, whose CLI has no
+// -env, a write of the catalog entry.
 func (s *Stack) RegisterPlugin(command, version string, env ...string) {
 	s.t.Helper()
-	args := []string{"plugin", "register", "-sha256=" + pluginSHA(s.t, filepath.Join(s.PluginDir, command)),
-		"-version=" + version, "-command=" + command}
+	sha := pluginSHA(s.t, filepath.Join(s.PluginDir, command))
+	if s.Platform.OpenBao && len(env) > 0 {
+		args := []string{"write", "sys/plugins/catalog/secret/" + pluginName, "sha256=" + sha, "version=" + version, "command=" + command}
+		for _, e := range env {
+			args = append(args, "env="+e)
+		}
+		s.MustCLI(args...)
+		return
+	}
+	args := []string{"plugin", "register", "-sha256=" + sha, "-version=" + version, "-command=" + command}
 	for _, e := range env {
 		args = append(args, "-env="+e)
 	}
 	s.MustCLI(append(args, "secret", pluginName)...)
+}
+
+// ReloadPlugin restarts the plugin's processes (OpenBao's CLI has no -type).
+func (s *Stack) ReloadPlugin() {
+	s.t.Helper()
+	if s.Platform.OpenBao {
+		s.MustCLI("plugin", "reload", "-plugin="+pluginName)
+		return
+	}
+	s.MustCLI("plugin", "reload", "-type=secret", "-plugin="+pluginName)
 }

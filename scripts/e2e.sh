@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs the e2e suite once per platform, then prints which platforms ran.
+#
+# Usage: scripts/e2e.sh [PLATFORM...]
+#   vault      Vault v1.21.0 (scripts/vault-bin.sh: $VAULT_BIN, vault on PATH, or built)
+#   vault-lts  Vault v1.19.0, the long-term-support line (built from the module proxy)
+#   openbao    OpenBao (scripts/bao-bin.sh: $BAO_BIN or bao on PATH)
+# Without arguments: vault, and openbao when a bao binary is found. Platforms
+# named on the command line are required: a missing binary is a failure.
+#
+# Environment: PLUGIN_BIN and PLUGIN_VERSION (required), GO, E2E_TIMEOUT,
+# E2E_RUN (a go test -run pattern).
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+: "${PLUGIN_BIN:?PLUGIN_BIN is required}" "${PLUGIN_VERSION:?PLUGIN_VERSION is required}"
+GO=${GO:-go}
+
+required=1
+platforms=("$@")
+if ((${#platforms[@]} == 0)); then
+	required=0
+	platforms=(vault openbao)
+fi
+
+server_bin() {
+	case $1 in
+	vault) "$here/vault-bin.sh" ;;
+	vault-lts) VAULT_BUILD_VERSION=v1.19.0 "$here/vault-bin.sh" ;;
+	openbao) "$here/bao-bin.sh" ;;
+	*) echo "e2e: unknown platform $1 (vault, vault-lts, openbao)" >&2; return 1 ;;
+	esac
+}
+
+summary=() failed=0
+for p in "${platforms[@]}"; do
+	if ! bin=$(server_bin "$p"); then
+		if ((required)) || [[ $p == vault ]]; then
+			summary+=("$p: FAILED, no server binary (see above)")
+			failed=1
+		else
+			summary+=("$p: not run, no bao binary (set BAO_BIN or put bao on PATH)")
+		fi
+		continue
+	fi
+	name=$("$bin" version | head -n1 | awk '{print $1, $2}')
+	printf '\n== e2e on %s (%s)\n' "$name" "$bin"
+	start=$SECONDS
+	if (cd "$repo" && SERVER_BIN=$bin "$GO" test -tags e2e -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/...); then
+		summary+=("$p: passed on $name in $((SECONDS - start))s")
+	else
+		summary+=("$p: FAILED on $name after $((SECONDS - start))s")
+		failed=1
+	fi
+done
+
+printf '\n== e2e platforms\n'
+printf '  %s\n' "${summary[@]}"
+exit "$failed"
