@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings the local stack up or down, everything on loopback:
 #   - the stand-in MetaKraftwerk (bin/metakraftwerk-devserver) with the users of users.json,
-#   - a Vault dev server with a plugin directory,
+#   - a Vault (or OpenBao) dev server with a plugin directory,
 #   - the plugin registered by sha256 with -version, mounted at metakraftwerk/
 #     with -plugin-version, configured to use the stand-in,
 #   - roles team-a-ci and team-b-ci, policies team-a and team-b.
@@ -13,6 +13,8 @@
 #   MK_PORT                  the stand-in's port (default: a free one)
 #   MK_TOKEN_LIFETIME        lifetime of the stand-in's tokens (default 20h)
 #   VERSION                  plugin version to register (default v0.1.0-dev, as `make build`)
+#   PLATFORM                 vault (default; scripts/vault-bin.sh) or openbao (scripts/bao-bin.sh)
+#   METAKRAFTWERK_STACK_ERROR_FILE  where to append the reason the stack failed (the demo quotes it)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,9 +23,20 @@ STATE=${METAKRAFTWERK_STACK_DIR:-$repo/.stack}
 VERSION=${VERSION:-v0.1.0-dev}
 PLUGIN=vault-plugin-secrets-metakraftwerk
 ROOT_TOKEN=root # a dev server's root token; never use a dev server for real secrets
+PLATFORM=${PLATFORM:-vault}
 
 say() { printf '  %s\n' "$*" >&2; }
-die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+die() {
+	printf 'stack: %s\n' "$*" >&2
+	if [[ -n ${METAKRAFTWERK_STACK_ERROR_FILE:-} ]]; then printf '%s\n' "$*" >>"$METAKRAFTWERK_STACK_ERROR_FILE"; fi
+	exit 1
+}
+
+case $PLATFORM in
+vault) SERVER_SCRIPT=vault-bin.sh ;;
+openbao) SERVER_SCRIPT=bao-bin.sh ;;
+*) die "PLATFORM=$PLATFORM is not supported; use vault or openbao" ;;
+esac
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -51,10 +64,10 @@ up() {
 		die "a stack is already running in $STATE; run 'make down' first"
 	fi
 	[[ -x $repo/bin/$PLUGIN && -x $repo/bin/metakraftwerk-devserver ]] || die "run 'make build' first"
-	local vault
-	vault=$("$repo/scripts/vault-bin.sh")
+	local server
+	server=$("$repo/scripts/$SERVER_SCRIPT") || die "no $PLATFORM binary: scripts/$SERVER_SCRIPT failed (its message is above)"
 	rm -rf "$STATE"
-	mkdir -p "$STATE/plugins" "$STATE/home"
+	mkdir -p "$STATE/plugins" "$STATE/home" "$STATE/tmp"
 	chmod 700 "$STATE"
 	cp "$repo/bin/$PLUGIN" "$STATE/plugins/$PLUGIN"
 
@@ -67,43 +80,45 @@ up() {
 	local mk_url="http://$(cat "$STATE/mk.addr")"
 
 	local port=${VAULT_PORT:-$(pick_vault_port)}
-	say "starting a Vault dev server on 127.0.0.1:$port ($("$vault" version | head -n1))"
+	say "starting a dev server on 127.0.0.1:$port ($("$server" version | head -n1))"
 	sed "s|@PLUGIN_DIR@|$STATE/plugins|" "$here/vault-dev.hcl.tmpl" >"$STATE/vault.hcl"
-	# setsid: Vault and its plugin processes get their own process group, so
-	# that 'down' stops all of them.
-	HOME=$STATE/home setsid "$vault" server -dev -dev-root-token-id="$ROOT_TOKEN" \
+	# setsid: the server and its plugin processes get their own process
+	# group, so that 'down' stops all of them. TMPDIR keeps go-plugin's
+	# sockets in the state directory, which 'down' removes.
+	HOME=$STATE/home TMPDIR=$STATE/tmp setsid "$server" server -dev -dev-root-token-id="$ROOT_TOKEN" \
 		-dev-listen-address="127.0.0.1:$port" -config="$STATE/vault.hcl" >"$STATE/vault.log" 2>&1 &
 	echo $! >"$STATE/vault.pid"
 	export VAULT_ADDR="http://127.0.0.1:$port" VAULT_TOKEN=$ROOT_TOKEN
 	for _ in $(seq 1 300); do
 		curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null 2>&1 && break
-		alive vault || die "Vault exited; see $STATE/vault.log"
+		alive vault || die "the $PLATFORM server exited at start; see $STATE/vault.log"
 		sleep 0.2
 	done
-	curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null || die "Vault did not become healthy; see $STATE/vault.log"
+	curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null || die "the $PLATFORM server did not become healthy within 60s; see $STATE/vault.log"
 
 	local sha
 	sha=$(sha256sum "$STATE/plugins/$PLUGIN" | cut -d' ' -f1)
 	say "registering the plugin by sha256 ${sha:0:12}… as $VERSION and mounting it at metakraftwerk/"
-	"$vault" plugin register -sha256="$sha" -version="$VERSION" -command="$PLUGIN" secret metakraftwerk >/dev/null
-	"$vault" secrets enable -path=metakraftwerk -plugin-version="$VERSION" \
+	"$server" plugin register -sha256="$sha" -version="$VERSION" -command="$PLUGIN" secret metakraftwerk >/dev/null
+	"$server" secrets enable -path=metakraftwerk -plugin-version="$VERSION" \
 		-description="MetaKraftwerk access tokens" metakraftwerk >/dev/null
-	"$vault" write metakraftwerk/config base_url="$mk_url" >/dev/null
+	"$server" write metakraftwerk/config base_url="$mk_url" >/dev/null
 
 	say "creating roles team-a-ci and team-b-ci (each logs in once to verify) and policies team-a, team-b"
 	# Passwords go in on stdin (password=-), never on a command line.
-	printf %s "$(user_password team-a-ci@example.com)" | "$vault" write metakraftwerk/roles/team-a-ci \
+	printf %s "$(user_password team-a-ci@example.com)" | "$server" write metakraftwerk/roles/team-a-ci \
 		email=team-a-ci@example.com password=- projects=TEAM_A_PROJECT description="CI of team A" >/dev/null
-	printf %s "$(user_password team-b-ci@example.com)" | "$vault" write metakraftwerk/roles/team-b-ci \
+	printf %s "$(user_password team-b-ci@example.com)" | "$server" write metakraftwerk/roles/team-b-ci \
 		email=team-b-ci@example.com password=- projects=TEAM_B_PROJECT description="CI of team B" >/dev/null
-	"$vault" policy write team-a "$here/policies/team-a.hcl" >/dev/null
-	"$vault" policy write team-b "$here/policies/team-b.hcl" >/dev/null
+	"$server" policy write team-a "$here/policies/team-a.hcl" >/dev/null
+	"$server" policy write team-b "$here/policies/team-b.hcl" >/dev/null
 
 	cat >"$STATE/env" <<-ENV
 		export VAULT_ADDR=$VAULT_ADDR
 		export VAULT_TOKEN=$ROOT_TOKEN
 		export METAKRAFTWERK_URL=$mk_url
-		export PATH="$(dirname "$vault"):\$PATH"
+		export METAKRAFTWERK_CLI=$server
+		export PATH="$(dirname "$server"):\$PATH"
 	ENV
 	say "stack is up (state and logs in $STATE)"
 }
@@ -143,7 +158,7 @@ up)
 	up
 	printf '\nUse it from this shell with:\n\n'
 	sed 's/^/  /' "$STATE/env"
-	printf '\n  vault read metakraftwerk/creds/team-a-ci\n\nStop it with: make down\n'
+	printf '\n  %s read metakraftwerk/creds/team-a-ci\n\nStop it with: make down\n' "$(basename "$(sed -n 's/^export METAKRAFTWERK_CLI=//p' "$STATE/env")")"
 	;;
 down) down ;;
 status) status ;;
