@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -337,26 +336,7 @@ func TestAgentRendersAndRefreshes(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "agent.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := exec.Command(s.Bin, "agent", "-config="+cfgFile, "-log-level=debug")
-	agent.Env = s.env()
-	agent.Stdout, agent.Stderr = logf, logf
-	agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGTERM)
-		_, _ = agent.Process.Wait()
-		logf.Close()
-		log, _ := os.ReadFile(logf.Name())
-		s.mu.Lock()
-		s.stderr = append(s.stderr, string(log)) // the agent's log is scanned for leaks too
-		s.mu.Unlock()
-	})
+	s.startAgent(dir, cfgFile)
 
 	read := func() string {
 		data, err := os.ReadFile(dest)

@@ -135,7 +135,14 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 		if err == nil || !strings.Contains(errOut, "does not match the host name") {
 			t.Errorf("name mismatch: %v\n%s", err, errOut)
 		}
-		s.MustCLI("write", mount+"/config", "base_url="+s.MK.URL, "ca_cert=")
+		// https to the plain-HTTP stand-in: a configuration error, no retries.
+		plainPort := s.MK.URL[strings.LastIndexByte(s.MK.URL, ':')+1:]
+		s.MustCLI("write", mount+"/config", "base_url=https://127.0.0.1:"+plainPort, "ca_cert=")
+		_, errOut, err = s.CLI("read", mount+"/creds/team-a-ci")
+		if err == nil || !strings.Contains(errOut, "did not answer with TLS") || !strings.Contains(errOut, "(1 attempt)") {
+			t.Errorf("https to plain http: %v\n%s", err, errOut)
+		}
+		s.MustCLI("write", mount+"/config", "base_url="+s.MK.URL)
 		s.MustCLI("read", "-field=access_token", mount+"/creds/team-a-ci")
 	})
 }

@@ -87,7 +87,7 @@ func pluginSockets() map[string]bool {
 
 // Platform is the server under test.
 type Platform struct {
-	// Name is the first line of `version`, e.g. "Vault v1.21.0 (…)".
+	// Name is the product and version, e.g. "Vault v1.21.0".
 	Name    string
 	OpenBao bool
 }
@@ -108,7 +108,8 @@ func serverPlatform(t *testing.T) Platform {
 			platformErr = fmt.Errorf("%s version: %w", bin, err)
 			return
 		}
-		platform.Name = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+		words := strings.Fields(string(out))
+		platform.Name = strings.Join(words[:min(2, len(words))], " ")
 		switch {
 		case strings.HasPrefix(platform.Name, "OpenBao "):
 			platform.OpenBao = true
@@ -201,6 +202,8 @@ type StackOptions struct {
 	PluginEnv []string
 	// Paginate makes the stand-in answer project lists in Feathers pages.
 	Paginate *devserver.Paginate
+	// TeamAProjects replaces team A's projects (default TEAM_A).
+	TeamAProjects []string
 }
 
 // Node is one Vault server process.
@@ -267,9 +270,13 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 		}
 	}
 
+	teamAProjects := opts.TeamAProjects
+	if teamAProjects == nil {
+		teamAProjects = []string{"TEAM_A"}
+	}
 	s.mkCfg = devserver.Config{
 		Users: []devserver.User{
-			{ID: 11, Email: teamAEmail, Password: teamAPassword, Projects: []string{"TEAM_A"}},
+			{ID: 11, Email: teamAEmail, Password: teamAPassword, Projects: teamAProjects},
 			{ID: 12, Email: teamBEmail, Password: teamBPassword, Projects: []string{"TEAM_B"}},
 		},
 		TokenLifetime: opts.TokenLifetime,
@@ -747,6 +754,32 @@ func (s *Stack) ReadCreds(c *vaultapi.Client, role string) (*vaultapi.Secret, er
 		}
 	}
 	return sec, err
+}
+
+// nodeLogs returns every node's log so far.
+func (s *Stack) nodeLogs() string {
+	var b strings.Builder
+	for _, n := range s.Nodes {
+		data, _ := os.ReadFile(n.log)
+		b.Write(data)
+	}
+	return b.String()
+}
+
+// leaseIDs lists the leases under the role's creds path, given -namespace
+// flags if any.
+func (s *Stack) leaseIDs(role string, flags ...string) []string {
+	s.t.Helper()
+	args := append([]string{"list", "-format=json"}, flags...)
+	out, _, err := s.CLI(append(args, "sys/leases/lookup/"+mount+"/creds/"+role)...)
+	if err != nil { // a prefix without leases is a 404
+		return nil
+	}
+	var ids []string
+	if err := json.Unmarshal([]byte(out), &ids); err != nil {
+		s.t.Fatalf("lease list: %v", err)
+	}
+	return ids
 }
 
 // waitFor polls cond until it is true or the timeout passes.

@@ -1,0 +1,174 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestOpenBaoNamespacesPerTeam: one namespace per team, each with its own
+// mount, roles and team policy. A team-a token mints team-a tokens and gets
+// 403 on team-b's creds, on its own roles and on the root namespace's
+// mount; leases revoke inside the namespace. Namespaces need Vault
+// Enterprise; OpenBao has them in its open-source build.
+func TestOpenBaoNamespacesPerTeam(t *testing.T) {
+	t.Parallel()
+	if !serverPlatform(t).OpenBao {
+		t.Skipf("namespaces need Vault Enterprise; %s is not, and OpenBao has them in its open-source build", serverPlatform(t).Name)
+	}
+	s := NewStack(t, StackOptions{NoMount: true})
+	s.Version = requiredEnv(t, "PLUGIN_VERSION")
+	s.RegisterPlugin(pluginCommand, s.Version) // the catalog is shared by all namespaces
+	policies := filepath.Join(repoRoot(t), "bootstrap", "policies")
+	mountIn := func(ns string, flags ...string) {
+		s.MustCLI(append(append([]string{"secrets", "enable"}, flags...), "-path="+mount, "-plugin-version="+s.Version, pluginName)...)
+		s.MustCLI(append(append([]string{"write"}, flags...), mount+"/config", "base_url="+s.MK.URL)...)
+	}
+	for _, team := range []struct{ name, email, password string }{{"team-a", teamAEmail, teamAPassword}, {"team-b", teamBEmail, teamBPassword}} {
+		s.MustCLI("namespace", "create", team.name)
+		ns := "-namespace=" + team.name
+		mountIn(team.name, ns)
+		s.MustCLI("write", ns, mount+"/roles/"+team.name+"-ci", "email="+team.email, "password="+team.password)
+		s.MustCLI("policy", "write", ns, team.name, filepath.Join(policies, team.name+".hcl"))
+	}
+	// The root namespace has a mount and a team-a role of its own.
+	mountIn("")
+	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+
+	teamA := strings.TrimSpace(s.MustCLI("token", "create", "-namespace=team-a", "-policy=team-a", "-field=token"))
+	out, errOut, err := s.CLIAs(teamA, "read", "-namespace=team-a", "-field=access_token", mount+"/creds/team-a-ci")
+	if err != nil || !jwtRe.MatchString(out) {
+		t.Fatalf("team-a in its namespace: %v\n%s", err, errOut)
+	}
+	if code := useToken(t, s.MK.URL, strings.TrimSpace(out)); code != 200 {
+		t.Fatalf("the team-a token gets HTTP %d", code)
+	}
+	for _, args := range [][]string{
+		{"read", "-namespace=team-b", mount + "/creds/team-b-ci"},
+		{"read", "-namespace=team-a", mount + "/roles/team-a-ci"},
+		{"write", "-namespace=team-a", mount + "/config", "max_retries=1"},
+		{"read", mount + "/creds/team-a-ci"}, // the root namespace's mount
+	} {
+		if _, errOut, err := s.CLIAs(teamA, args...); err == nil || !strings.Contains(errOut, "Code: 403") {
+			t.Errorf("team-a: %s: want 403, got %v\n%s", strings.Join(args, " "), err, errOut)
+		}
+	}
+
+	// Leases live and revoke inside the namespace.
+	s.MustCLI("read", "-namespace=team-a", "-field=token_type", mount+"/creds/team-a-ci")
+	if ids := s.leaseIDs("team-a-ci", "-namespace=team-a"); len(ids) != 2 {
+		t.Fatalf("%d leases in namespace team-a, want 2", len(ids))
+	}
+	s.MustCLI("lease", "revoke", "-namespace=team-a", "-sync", "-prefix", mount+"/creds/")
+	if ids := s.leaseIDs("team-a-ci", "-namespace=team-a"); len(ids) != 0 {
+		t.Errorf("%d leases left in namespace team-a after revoke -prefix", len(ids))
+	}
+	if s.MustCLI("read", "-field=token_type", mount+"/creds/team-a-ci"); len(s.leaseIDs("team-a-ci")) != 1 {
+		t.Error("the root namespace's leases were touched")
+	}
+}
+
+// TestAgentExecRestartsWithFreshToken: Agent as a process supervisor
+// (bootstrap/agent/exec.hcl.tmpl): the service gets METAKRAFTWERK_TOKEN in
+// its environment and is restarted with a fresh, valid token before the
+// lease of the first one ends.
+func TestAgentExecRestartsWithFreshToken(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t, StackOptions{TokenLifetime: 20 * time.Second})
+	s.MustCLI("write", mount+"/config", "expiry_leeway=5s")
+	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+	root := repoRoot(t)
+	s.MustCLI("policy", "write", "team-a", filepath.Join(root, "bootstrap", "policies", "team-a.hcl"))
+	teamA := strings.TrimSpace(s.MustCLI("token", "create", "-policy=team-a", "-field=token"))
+
+	dir := filepath.Join(s.Dir, "agent-exec")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile, seen := filepath.Join(dir, "vault-token"), filepath.Join(dir, "seen")
+	// The service records each token it starts with, then runs until Agent
+	// stops it.
+	service := filepath.Join(dir, "service.sh")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$METAKRAFTWERK_TOKEN\" >>" + seen + "\nexec sleep 3600\n"
+	for path, data := range map[string]string{tokenFile: teamA, service: script} {
+		if err := os.WriteFile(path, []byte(data), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmpl, err := os.ReadFile(filepath.Join(root, "bootstrap", "agent", "exec.hcl.tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.NewReplacer("@STATE_DIR@", dir, "@VAULT_ADDR@", s.Addr, "@TOKEN_FILE@", tokenFile, "@COMMAND@", service).Replace(string(tmpl))
+	cfgFile := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.startAgent(dir, cfgFile)
+
+	tokens := func() []string {
+		f, err := os.Open(seen)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		var out []string
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if tok := strings.TrimSpace(sc.Text()); tok != "" && (len(out) == 0 || out[len(out)-1] != tok) {
+				out = append(out, tok)
+			}
+		}
+		return out
+	}
+	waitFor(t, 30*time.Second, "the service to start with a token", func() bool { return len(tokens()) >= 1 })
+	first := tokens()[0]
+	if !jwtRe.MatchString(first) || useToken(t, s.MK.URL, first) != 200 {
+		t.Fatal("the service did not start with a valid token")
+	}
+	firstExp := jwtExp(t, first)
+	waitFor(t, 40*time.Second, "the service to be restarted with a new token", func() bool { return len(tokens()) >= 2 })
+	restartedAt := time.Now()
+	second := tokens()[1]
+	if code := useToken(t, s.MK.URL, second); code != 200 {
+		t.Fatalf("the restarted service's token gets HTTP %d", code)
+	}
+	if !restartedAt.Before(firstExp) {
+		t.Errorf("the service got its new token at %s, after the old one expired at %s", restartedAt, firstExp)
+	}
+	t.Logf("Agent exec: the service was restarted with a new token %s before the first token's exp", firstExp.Sub(restartedAt).Round(time.Millisecond))
+}
+
+// startAgent runs `agent -config=cfgFile` until the test ends; its log is
+// scanned for leaks with everything else.
+func (s *Stack) startAgent(dir, cfgFile string) {
+	s.t.Helper()
+	logf, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	agent := exec.Command(s.Bin, "agent", "-config="+cfgFile, "-log-level=debug")
+	agent.Env = s.env()
+	agent.Stdout, agent.Stderr = logf, logf
+	agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := agent.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGTERM)
+		_, _ = agent.Process.Wait()
+		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGKILL) // the supervised service
+		logf.Close()
+		log, _ := os.ReadFile(logf.Name())
+		s.mu.Lock()
+		s.stderr = append(s.stderr, string(log))
+		s.mu.Unlock()
+	})
+}
