@@ -360,6 +360,11 @@ func TestReuseReturnsCurrentTokenWithShorterLeases(t *testing.T) {
 	if second.Data[fieldTokenID] != first.Data[fieldTokenID] || second.Data[fieldExpiresAt] != first.Data[fieldExpiresAt] {
 		t.Fatal("reused token reports different id or expiry")
 	}
+	// A fresh login is logged at debug level; a reused hand-out, the hot
+	// path, is not.
+	if n := strings.Count(env.logs.String(), "issued access token"); n != 1 {
+		t.Errorf("%d issuance log lines for one login and one reuse, want 1", n)
+	}
 
 	// With less than reuse_min_remaining left, the next read logs in anew.
 	env.clock.Advance(17*time.Hour + time.Second) // 59m59s left
