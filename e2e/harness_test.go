@@ -108,7 +108,7 @@ func serverPlatform(t *testing.T) Platform {
 			platformErr = fmt.Errorf("%s version: %w", bin, err)
 			return
 		}
-		words := strings.Fields(string(out))
+		words := strings.Fields(strings.ReplaceAll(string(out), ",", " "))
 		platform.Name = strings.Join(words[:min(2, len(words))], " ")
 		switch {
 		case strings.HasPrefix(platform.Name, "OpenBao "):

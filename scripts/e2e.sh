@@ -43,7 +43,7 @@ for p in "${platforms[@]}"; do
 		fi
 		continue
 	fi
-	name=$("$bin" version | head -n1 | awk '{print $1, $2}')
+	name=$("$bin" version | head -n1 | awk '{sub(/,$/, "", $2); print $1, $2}')
 	printf '\n== e2e on %s (%s)\n' "$name" "$bin"
 	start=$SECONDS
 	if (cd "$repo" && SERVER_BIN=$bin "$GO" test -tags e2e -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/...); then
