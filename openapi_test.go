@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -78,5 +79,32 @@ func TestHelpOnEveryPath(t *testing.T) {
 	}
 	if credsFields[fieldAccessToken].DisplayAttrs == nil || !credsFields[fieldAccessToken].DisplayAttrs.Sensitive {
 		t.Error("access_token is not marked sensitive")
+	}
+}
+
+// Every duration a read returns is whole seconds (an integer), as Vault's
+// own engines return them, whatever its name: the one convention.
+func TestDurationsReadAsSeconds(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldTTL: "1h", fieldMaxTTL: "2h", fieldReuseMinRemaining: "30m"})
+	env.mustWrite("config", map[string]any{fieldExpiryLeeway: "2m", fieldRejectedLoginBackoff: "10m"})
+	for path, schema := range map[string]map[string]*framework.FieldSchema{"roles/ci": roleResponseFields, "config": configResponseFields} {
+		data := env.mustRead(path).Data
+		n := 0
+		for name, f := range schema {
+			if f.Type != framework.TypeDurationSecond {
+				continue
+			}
+			n++
+			if _, ok := data[name].(int64); !ok {
+				t.Errorf("%s: %s is %T %v, want whole seconds (int64)", path, name, data[name], data[name])
+			}
+		}
+		if n < 3 {
+			t.Errorf("%s: only %d duration fields in the response schema", path, n)
+		}
+	}
+	if got := env.mustRead("config").Data[fieldRejectedLoginBackoff]; got != int64(600) {
+		t.Errorf("rejected_login_backoff read back as %v", got)
 	}
 }
