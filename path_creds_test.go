@@ -581,6 +581,20 @@ func readAsync(env *testEnv, role string) <-chan *logical.Response {
 	return done
 }
 
+// writeWhileHeld starts a creds read, waits until it is held at reached,
+// makes the write, releases the reader and checks that the held read (which
+// began before the write) still succeeded.
+func writeWhileHeld(env *testEnv, reached <-chan struct{}, release func(), path string, data map[string]any) {
+	env.t.Helper()
+	done := readAsync(env, "ci")
+	<-reached
+	env.mustWrite(path, data)
+	release()
+	if resp := <-done; resp == nil || resp.IsError() {
+		env.t.Fatalf("the held read failed: %v", respErr(resp))
+	}
+}
+
 // assertThreeReadsAs checks that three reads all carry the login of email.
 func assertThreeReadsAs(t *testing.T, env *testEnv, role, email string) {
 	t.Helper()
@@ -598,16 +612,9 @@ func TestCredsRoleChangeWhileReaderHoldsOldRole(t *testing.T) {
 	env := newTestBackend(t)
 	env.createRole("ci", map[string]any{fieldReuseTokens: true}) // not in memory: the write evicted it
 	gate := env.gateStorage()
-	reached, release := gate.arm(roleStoragePrefix + "ci")
+	reached, release := gate.arm(roleStoragePrefix + "ci") // the reader will hold the role of testEmail
 	defer release()
-	done := readAsync(env, "ci")
-	<-reached // the reader holds the role of testEmail
-
-	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword})
-	release()
-	if resp := <-done; resp == nil || resp.IsError() {
-		t.Fatalf("the held read failed: %v", respErr(resp))
-	}
+	writeWhileHeld(env, reached, release, "roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword})
 	assertThreeReadsAs(t, env, "ci", otherEmail)
 }
 
@@ -637,15 +644,8 @@ func TestCredsRoleChangeDuringLogin(t *testing.T) {
 	if state, _ := env.b.store.get("ci"); state.role == nil || state.token == nil {
 		t.Fatal("role or token not in memory; the reader would not be held where the test means")
 	}
-	armed.Store(true)
-	done := readAsync(env, "ci")
-	<-reached // the login of testEmail is at MetaKraftwerk
-
-	env.mustWrite("roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldVerify: false})
-	releaseOnce()
-	if resp := <-done; resp == nil || resp.IsError() {
-		t.Fatalf("the held read failed: %v", respErr(resp))
-	}
+	armed.Store(true) // the next login, testEmail's, is held at MetaKraftwerk
+	writeWhileHeld(env, reached, releaseOnce, "roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldVerify: false})
 	assertThreeReadsAs(t, env, "ci", otherEmail)
 }
 
@@ -662,16 +662,9 @@ func TestCredsConfigChangeWhileReaderHoldsOldConfig(t *testing.T) {
 	env.createRole("ci", map[string]any{fieldReuseTokens: true})
 	env.mustWrite("config", map[string]any{fieldMaxRetries: 1}) // no client in memory
 	gate := env.gateStorage()
-	reached, release := gate.arm(configStorageKey)
+	reached, release := gate.arm(configStorageKey) // the reader will hold the old base_url
 	defer release()
-	done := readAsync(env, "ci")
-	<-reached // the reader holds the configuration naming the old server
-
-	env.mustWrite("config", map[string]any{fieldBaseURL: newMK.URL})
-	release()
-	if resp := <-done; resp == nil || resp.IsError() {
-		t.Fatalf("the held read failed: %v", respErr(resp))
-	}
+	writeWhileHeld(env, reached, release, "config", map[string]any{fieldBaseURL: newMK.URL})
 	for i := range 3 {
 		tok, _ := readToken(t, env, "ci")
 		if useTokenAt(t, newMK.URL, tok) != http.StatusOK || useTokenAt(t, env.mk.URL, tok) != http.StatusUnauthorized {

@@ -310,21 +310,8 @@ func TestUpgradeKeepsRoles(t *testing.T) {
 
 func TestAgentRendersAndRefreshes(t *testing.T) {
 	t.Parallel()
-	s := NewStack(t, StackOptions{TokenLifetime: 20 * time.Second})
-	s.MustCLI("write", mount+"/config", "expiry_leeway=5s")
-	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+	s, dir, tokenFile := newAgentStack(t, "agent")
 	root := repoRoot(t)
-	s.MustCLI("policy", "write", "team-a", filepath.Join(root, "bootstrap", "policies", "team-a.hcl"))
-	teamA := strings.TrimSpace(s.MustCLI("token", "create", "-policy=team-a", "-field=token"))
-
-	dir := filepath.Join(s.Dir, "agent")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(dir, "vault-token")
-	if err := os.WriteFile(tokenFile, []byte(teamA), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	dest := filepath.Join(dir, "metakraftwerk-token")
 	tmpl, err := os.ReadFile(filepath.Join(root, "bootstrap", "agent", "agent.hcl.tmpl"))
 	if err != nil {

@@ -81,26 +81,14 @@ func TestOpenBaoNamespacesPerTeam(t *testing.T) {
 // lease of the first one ends.
 func TestAgentExecRestartsWithFreshToken(t *testing.T) {
 	t.Parallel()
-	s := NewStack(t, StackOptions{TokenLifetime: 20 * time.Second})
-	s.MustCLI("write", mount+"/config", "expiry_leeway=5s")
-	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+	s, dir, tokenFile := newAgentStack(t, "agent-exec")
 	root := repoRoot(t)
-	s.MustCLI("policy", "write", "team-a", filepath.Join(root, "bootstrap", "policies", "team-a.hcl"))
-	teamA := strings.TrimSpace(s.MustCLI("token", "create", "-policy=team-a", "-field=token"))
-
-	dir := filepath.Join(s.Dir, "agent-exec")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tokenFile, seen := filepath.Join(dir, "vault-token"), filepath.Join(dir, "seen")
 	// The service records each token it starts with, then runs until Agent
 	// stops it.
-	service := filepath.Join(dir, "service.sh")
+	seen, service := filepath.Join(dir, "seen"), filepath.Join(dir, "service.sh")
 	script := "#!/bin/sh\nprintf '%s\\n' \"$METAKRAFTWERK_TOKEN\" >>" + seen + "\nexec sleep 3600\n"
-	for path, data := range map[string]string{tokenFile: teamA, service: script} {
-		if err := os.WriteFile(path, []byte(data), 0o700); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(service, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
 	}
 	tmpl, err := os.ReadFile(filepath.Join(root, "bootstrap", "agent", "exec.hcl.tmpl"))
 	if err != nil {
@@ -144,6 +132,27 @@ func TestAgentExecRestartsWithFreshToken(t *testing.T) {
 		t.Errorf("the service got its new token at %s, after the old one expired at %s", restartedAt, firstExp)
 	}
 	t.Logf("Agent exec: the service was restarted with a new token %s before the first token's exp", firstExp.Sub(restartedAt).Round(time.Millisecond))
+}
+
+// newAgentStack is a stack whose stand-in issues 20-second tokens, with a
+// 5 s expiry_leeway, role team-a-ci, the team-a policy, and a team-a Vault
+// token in dir/vault-token for Agent to authenticate with.
+func newAgentStack(t *testing.T, dirName string) (s *Stack, dir, tokenFile string) {
+	t.Helper()
+	s = NewStack(t, StackOptions{TokenLifetime: 20 * time.Second})
+	s.MustCLI("write", mount+"/config", "expiry_leeway=5s")
+	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+	s.MustCLI("policy", "write", "team-a", filepath.Join(repoRoot(t), "bootstrap", "policies", "team-a.hcl"))
+	teamA := strings.TrimSpace(s.MustCLI("token", "create", "-policy=team-a", "-field=token"))
+	dir = filepath.Join(s.Dir, dirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile = filepath.Join(dir, "vault-token")
+	if err := os.WriteFile(tokenFile, []byte(teamA), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir, tokenFile
 }
 
 // startAgent runs `agent -config=cfgFile` until the test ends; its log is
