@@ -98,7 +98,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 
-	tok, reused, err := b.credsToken(ctx, st, name, role, client, cfg)
+	tok, reused, err := b.credsToken(ctx, st, state, name, role, client, cfg)
 	if err != nil {
 		return errorResponse(err)
 	}
@@ -147,27 +147,42 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-// credsToken returns the token for one read, from the first of:
-//   - the role's shared token, while it has reuse_min_remaining left
-//     (reuse_tokens); reused reports this case;
-//   - a remembered rejection: the same error, without contacting MetaKraftwerk;
-//   - without reuse_tokens, once the role logged in within loginConfirmedFor,
-//     a login of this reader's own;
-//   - otherwise a login shared by the role's concurrent readers (sharedLogin).
-func (b *backend) credsToken(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (tok *issuedToken, reused bool, err error) {
-	state, _ := b.store.get(name)
-	now := b.now()
-	if role.ReuseTokens && reusable(state.token, role, cfg, now) {
-		return state.token, true, nil
-	}
-	if r := state.rejection; r != nil && now.Before(r.until) {
-		return nil, false, r
-	}
-	if !role.ReuseTokens && now.Sub(state.lastLogin) < loginConfirmedFor {
+// credsToken returns the token for one read: what the role's state decides
+// (decide), else a login of this reader's own when the role logged in
+// recently, else a login shared by the role's concurrent readers.
+func (b *backend) credsToken(ctx context.Context, st stamp, state roleState, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (tok *issuedToken, reused bool, err error) {
+	v := decide(state, role, cfg, b.now())
+	switch {
+	case v.err != nil:
+		return nil, false, v.err
+	case v.token != nil:
+		return v.token, true, nil
+	case v.alone:
 		tok, err = b.attemptLogin(ctx, st, name, role, client, cfg)
 		return tok, false, err
 	}
 	return b.sharedLogin(ctx, st, name, role, client, cfg)
+}
+
+// verdict is what a role's state decides before any login.
+type verdict struct {
+	// token is the shared token to hand out (reuse_tokens).
+	token *issuedToken
+	// err is a remembered rejection: the same error, without a new attempt.
+	err error
+	// alone says that the role logged in within loginConfirmedFor, so a
+	// reader without reuse_tokens logs in on its own.
+	alone bool
+}
+
+func decide(state roleState, role *roleEntry, cfg *mkConfig, now time.Time) verdict {
+	switch {
+	case role.ReuseTokens && reusable(state.token, role, cfg, now):
+		return verdict{token: state.token}
+	case state.rejection != nil && now.Before(state.rejection.until):
+		return verdict{err: state.rejection}
+	}
+	return verdict{alone: !role.ReuseTokens && now.Sub(state.lastLogin) < loginConfirmedFor}
 }
 
 // sharedFlight is the outcome of a login shared by concurrent readers.
@@ -190,13 +205,12 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 	ch := b.logins.DoChan(key, func() (any, error) {
 		// A flight that ended just before this one began may have settled it.
 		state, _ := b.store.get(name)
-		now := b.now()
-		switch {
-		case role.ReuseTokens && reusable(state.token, role, cfg, now):
-			return &sharedFlight{tok: state.token, reused: true}, nil
-		case state.rejection != nil && now.Before(state.rejection.until):
-			return nil, state.rejection
-		case !role.ReuseTokens && now.Sub(state.lastLogin) < loginConfirmedFor:
+		switch v := decide(state, role, cfg, b.now()); {
+		case v.err != nil:
+			return nil, v.err
+		case v.token != nil:
+			return &sharedFlight{tok: v.token, reused: true}, nil
+		case v.alone:
 			return &sharedFlight{}, nil
 		}
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.loginBudget())
