@@ -116,6 +116,11 @@ func main() {
 		{scenarioReused, func() error { return vaultGet(st, "metakraftwerk/creds/bench-reuse") }, "team-b-ci@example.com"},
 	}
 
+	byName := map[string]func() error{}
+	for _, sc := range scenarios {
+		byName[sc.name] = sc.do
+	}
+
 	var results []result
 	for _, latency := range []time.Duration{0, 50 * time.Millisecond} {
 		must(setLatency(st, latency))
@@ -145,14 +150,14 @@ func main() {
 	// ones the targets use run again interleaved, in rounds.
 	must(setLatency(st, 0))
 	targets := interleaved(map[string]func() error{
-		scenarioNoopLease: scenarios[2].do, scenarioLogin: scenarios[3].do,
-		scenarioFresh: scenarios[4].do, scenarioReused: scenarios[5].do,
+		scenarioNoopLease: byName[scenarioNoopLease], scenarioLogin: byName[scenarioLogin],
+		scenarioFresh: byName[scenarioFresh], scenarioReused: byName[scenarioReused],
 	}, 7, max(int(200**scale), 10))
 
 	// Memory: 10,000 creds reads without reuse at concurrency 32, 0 ms upstream.
 	pid := pluginPID(st)
 	rssBefore := rss(pid)
-	loadgen.Run(32, 10000, scenarios[4].do)
+	loadgen.Run(32, 10000, byName[scenarioFresh])
 	rssAfter := rss(pid)
 
 	report := render(st, results, targets, rssBefore, rssAfter)
