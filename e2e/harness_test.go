@@ -20,7 +20,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -798,15 +797,11 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // useToken calls the stand-in's project list with token and returns the status.
 func useToken(t *testing.T, baseURL, token string) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, baseURL+"/api/v1/projects", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	code, err := devserver.TokenStatus(baseURL, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode
+	return code
 }
 
 func (s *Stack) addSecret(v string) {

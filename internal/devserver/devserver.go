@@ -703,6 +703,24 @@ func newUUID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
+// TokenStatus asks the project list of the MetaKraftwerk at baseURL with
+// token and returns the HTTP status: 200 for a token it accepts, 401 for
+// one it does not (wrong signer, expired).
+func TokenStatus(baseURL, token string) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, baseURL+"/api/v1/projects", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
 // Running is a stand-in serving on a listener.
 type Running struct {
 	*Server
