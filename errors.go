@@ -38,15 +38,16 @@ func (e *roleError) Error() string {
 	var apiErr *mkclient.APIError
 	var tooShort *errTokenTooShort
 	var waited *errWaitAborted
+	rejected := errors.As(e.err, &apiErr) && apiErr.Rejected()
 	switch {
-	case errors.As(e.err, &apiErr) && apiErr.Rejected() && e.op == opProjects:
+	case rejected && e.op == opProjects:
 		return fmt.Sprintf("MetaKraftwerk refused to list the projects of role %q (HTTP %d): %s", e.role, apiErr.StatusCode, apiErr.Message)
-	case errors.As(e.err, &apiErr) && apiErr.Rejected() && apiErr.StatusCode == http.StatusUnauthorized:
+	case rejected && apiErr.StatusCode == http.StatusUnauthorized:
 		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q: %s", e.role, apiErr.Message)
-	case errors.As(e.err, &apiErr) && apiErr.Rejected() && apiErr.StatusCode == http.StatusNotFound:
+	case rejected && apiErr.StatusCode == http.StatusNotFound:
 		return fmt.Sprintf("MetaKraftwerk has no login endpoint at the configured %s (HTTP 404 for role %q): %s; check %s",
 			fieldBaseURL, e.role, apiErr.Message, fieldBaseURL)
-	case errors.As(e.err, &apiErr) && apiErr.Rejected():
+	case rejected:
 		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q (HTTP %d): %s", e.role, apiErr.StatusCode, apiErr.Message)
 	case errors.As(e.err, &tooShort):
 		return fmt.Sprintf("role %q: %s", e.role, tooShort)
