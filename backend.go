@@ -8,9 +8,12 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 
@@ -39,10 +42,20 @@ type backend struct {
 	store *memStore
 	// logins coalesces the logins of concurrent readers of one role.
 	logins singleflight.Group
+	// loginSeq numbers logins in the order they start, so that an outcome
+	// answered late never overrides one of a login that started after it.
+	loginSeq atomic.Uint64
+
+	// roleLocks serialise the writes of a stored role (and configLock
+	// those of the config): each read-modify-write starts from the last
+	// acknowledged version, even when a verify login sits in between.
+	// Creds reads never take them.
+	roleLocks  []*locksutil.LockEntry
+	configLock sync.Mutex
 }
 
 func newBackend(clock func() time.Time) *backend {
-	b := &backend{now: clock, store: newMemStore()}
+	b := &backend{now: clock, store: newMemStore(), roleLocks: locksutil.CreateLocks()}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -81,6 +94,14 @@ func (b *backend) client(ctx context.Context, s logical.Storage) (*mkclient.Clie
 		client.Close()
 	}
 	return nil, nil, logical.CodedError(http.StatusServiceUnavailable, "the engine's configuration kept changing while this request read it; try again")
+}
+
+// lockRole takes the write lock of a role's stored entry; the caller
+// defers the returned unlock.
+func (b *backend) lockRole(name string) (unlock func()) {
+	l := locksutil.LockForKey(b.roleLocks, name)
+	l.Lock()
+	return l.Unlock
 }
 
 // invalidate is called when storage changes underneath this process

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -341,4 +343,97 @@ func (s appliedThenFailedStorage) Put(ctx context.Context, e *logical.StorageEnt
 		return err
 	}
 	return errors.New("injected: the put was applied but its answer was lost")
+}
+
+// gatedMK is a server in front of the test's stand-in that, once armed,
+// holds the next login until released: the caller is then inside the login
+// at MetaKraftwerk.
+type gatedMK struct {
+	env *testEnv
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	reached chan struct{}
+	release chan struct{}
+	answer  http.HandlerFunc
+}
+
+// gateLogins points the engine's config at a gatedMK.
+func (e *testEnv) gateLogins() *gatedMK {
+	e.t.Helper()
+	g := &gatedMK{env: e}
+	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
+	e.t.Cleanup(g.srv.Close)
+	e.mustWrite("config", map[string]any{fieldBaseURL: g.srv.URL})
+	return g
+}
+
+// arm holds the next login; when released it is answered by answer, or by
+// the stand-in when answer is nil. The test's cleanup releases it too.
+func (g *gatedMK) arm(answer http.HandlerFunc) (reached <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reached, g.release, g.answer = make(chan struct{}), make(chan struct{}), answer
+	release = sync.OnceFunc(func() { close(g.release) })
+	g.env.t.Cleanup(release)
+	return g.reached, release
+}
+
+func (g *gatedMK) serve(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	held := r.URL.Path == "/authentication" && g.reached != nil
+	var reached, release chan struct{}
+	var answer http.HandlerFunc
+	if held {
+		reached, release, answer = g.reached, g.release, g.answer
+		g.reached = nil
+	}
+	g.mu.Unlock()
+	if held {
+		close(reached)
+		<-release
+		if answer != nil {
+			answer(w, r)
+			return
+		}
+	}
+	g.env.mk.Handler().ServeHTTP(w, r)
+}
+
+// waitLockedOrDone returns once done is closed, or once a goroutine is
+// blocked taking a write lock inside fn (a handler's name, as in a stack
+// trace). A competing write that does not wait for the lock finishes; one
+// that does is seen waiting; neither depends on timing.
+func waitLockedOrDone(t *testing.T, done <-chan struct{}, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 4<<20)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if (strings.Contains(g, "sync.(*RWMutex).Lock") || strings.Contains(g, "sync.(*Mutex).Lock")) &&
+				strings.Contains(g, fn) {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("the competing write neither finished nor waited for a lock in %s", fn)
+}
+
+// doAsync runs one request in a goroutine; done is closed when it returns.
+func (e *testEnv) doAsync(op logical.Operation, path string, data map[string]any) (done <-chan struct{}, result func() (*logical.Response, error)) {
+	ch := make(chan struct{})
+	var resp *logical.Response
+	var err error
+	go func() {
+		defer close(ch)
+		resp, err = e.do(op, path, data)
+	}()
+	return ch, func() (*logical.Response, error) { <-ch; return resp, err }
 }

@@ -202,6 +202,8 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	b.configLock.Lock()
+	defer b.configLock.Unlock()
 	cfg, err := effectiveConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -282,6 +284,8 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configLock.Lock()
+	defer b.configLock.Unlock()
 	err := req.Storage.Delete(ctx, configStorageKey)
 	b.store.reset()
 	if err != nil {

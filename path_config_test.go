@@ -270,3 +270,27 @@ func TestConfigNormalisesLoopbackSpellings(t *testing.T) {
 	env.createRole("ci", nil)
 	env.mustRead("creds/ci")
 }
+
+// A config write that completes while another one holds what it read is not
+// undone when that one stores: config writes are serialised.
+func TestConfigWritesNeverLoseUpdates(t *testing.T) {
+	env := newTestBackend(t)
+	gate := env.gateStorage()
+	reached, release := gate.arm(configStorageKey) // writer A holds the config it read
+	defer release()
+	aDone, aResult := env.doAsync(logical.UpdateOperation, "config", map[string]any{fieldMaxRetries: 1})
+	<-reached
+	bDone, bResult := env.doAsync(logical.UpdateOperation, "config", map[string]any{fieldRequestTimeout: "7s"})
+	waitLockedOrDone(t, bDone, "pathConfigWrite")
+	release()
+	<-aDone
+	for w, result := range map[string]func() (*logical.Response, error){"A": aResult, "B": bResult} {
+		if resp, err := result(); err != nil || (resp != nil && resp.IsError()) {
+			t.Fatalf("writer %s: %v", w, errorText(resp, err))
+		}
+	}
+	cfg := env.mustRead("config").Data
+	if cfg[fieldMaxRetries] != 1 || cfg[fieldRequestTimeout] != int64(7) {
+		t.Fatalf("config lost an acknowledged update: max_retries %v, request_timeout %v", cfg[fieldMaxRetries], cfg[fieldRequestTimeout])
+	}
+}

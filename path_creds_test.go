@@ -622,19 +622,7 @@ func TestCredsRoleChangeWhileReaderHoldsOldRole(t *testing.T) {
 // itself, at MetaKraftwerk.
 func TestCredsRoleChangeDuringLogin(t *testing.T) {
 	env := newTestBackend(t)
-	var armed atomic.Bool
-	reached, release := make(chan struct{}), make(chan struct{})
-	releaseOnce := sync.OnceFunc(func() { close(release) })
-	defer releaseOnce()
-	gated := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/authentication" && armed.CompareAndSwap(true, false) {
-			close(reached)
-			<-release
-		}
-		env.mk.Handler().ServeHTTP(w, r)
-	}))
-	defer gated.Close()
-	env.mustWrite("config", map[string]any{fieldBaseURL: gated.URL})
+	gate := env.gateLogins()
 	env.createRole("ci", map[string]any{fieldReuseTokens: true})
 	env.mustRead("creds/ci") // role and token in memory
 	// The token falls below reuse_min_remaining: the next read logs in
@@ -644,8 +632,8 @@ func TestCredsRoleChangeDuringLogin(t *testing.T) {
 	if state, _ := env.b.store.get("ci"); state.role == nil || state.token == nil {
 		t.Fatal("role or token not in memory; the reader would not be held where the test means")
 	}
-	armed.Store(true) // the next login, testEmail's, is held at MetaKraftwerk
-	writeWhileHeld(env, reached, releaseOnce, "roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldVerify: false})
+	reached, release := gate.arm(nil) // the next login, testEmail's, is held at MetaKraftwerk
+	writeWhileHeld(env, reached, release, "roles/ci", map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldVerify: false})
 	assertThreeReadsAs(t, env, "ci", otherEmail)
 }
 

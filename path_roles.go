@@ -223,14 +223,18 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	var p problems
-	if msg := validateRoleName(name); msg != "" {
-		p = append(p, msg)
+	badName := validateRoleName(name)
+	if badName != "" {
+		p = append(p, badName)
 	}
 	unknownFields(d, &p)
-	if len(p) > 0 {
+	if badName != "" {
+		// Nothing is stored under a bad name; still name every bad field.
+		applyRoleFields(&roleEntry{}, false, d, &p)
 		return p.response(), nil
 	}
 
+	defer b.lockRole(name)()
 	existing, err := getRole(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -429,6 +433,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	if msg := validateRoleName(name); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
+	defer b.lockRole(name)()
 	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
 	b.store.evict(name)
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -341,4 +343,70 @@ func TestRoleVerifyPaginatedProjects(t *testing.T) {
 	if msg := errorText(resp, err); statusOf(resp, err) != 400 || !strings.Contains(msg, `"P27" (not visible)`) || strings.Contains(msg, "P26") {
 		t.Fatalf("P27 beyond the last page: %d %q", statusOf(resp, err), msg)
 	}
+}
+
+// A write that completes while another write of the same role is inside its
+// verify login is not undone when that login returns: writes of a role are
+// serialised, each starting from the last acknowledged version.
+func TestRoleWritesNeverLoseUpdates(t *testing.T) {
+	cases := []struct {
+		name  string
+		op    logical.Operation
+		data  map[string]any
+		check func(t *testing.T, role *roleEntry)
+	}{
+		{"ttl change", logical.UpdateOperation, map[string]any{fieldTTL: "5m"}, func(t *testing.T, role *roleEntry) {
+			if role == nil || role.TTL != 5*time.Minute || !slices.Equal(role.Projects, []string{"CI_PROJECT"}) {
+				t.Fatalf("stored role lost an acknowledged update: %+v", redacted(role))
+			}
+		}},
+		{"password change", logical.UpdateOperation, map[string]any{fieldPassword: "rotated-" + testPassword, fieldVerify: false}, func(t *testing.T, role *roleEntry) {
+			if role == nil || role.Password != "rotated-"+testPassword || !slices.Equal(role.Projects, []string{"CI_PROJECT"}) {
+				t.Fatalf("stored role lost the acknowledged password rotation: %+v", redacted(role))
+			}
+		}},
+		{"delete", logical.DeleteOperation, nil, func(t *testing.T, role *roleEntry) {
+			if role != nil {
+				t.Fatalf("an acknowledged delete was undone: %+v", redacted(role))
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := newTestBackend(t)
+			env.secrets = append(env.secrets, "rotated-"+testPassword)
+			gate := env.gateLogins()
+			env.createRole("ci", map[string]any{fieldTTL: "1h", fieldProjects: "DEMO_PROJECT"})
+
+			// Writer A changes projects, so it verifies: held at MetaKraftwerk.
+			reached, release := gate.arm(nil)
+			aDone, aResult := env.doAsync(logical.UpdateOperation, "roles/ci", map[string]any{fieldProjects: "CI_PROJECT"})
+			<-reached
+			// Writer B either completes now or waits for A.
+			bDone, bResult := env.doAsync(c.op, "roles/ci", c.data)
+			waitLockedOrDone(t, bDone, "pathRole")
+			release()
+			<-aDone
+			for w, result := range map[string]func() (*logical.Response, error){"A": aResult, "B": bResult} {
+				if resp, err := result(); err != nil || (resp != nil && resp.IsError()) {
+					t.Fatalf("writer %s: %v", w, errorText(resp, err))
+				}
+			}
+			role, err := getRole(context.Background(), env.storage, "ci")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.check(t, role)
+		})
+	}
+}
+
+// redacted prints a role without its password.
+func redacted(role *roleEntry) any {
+	if role == nil {
+		return nil
+	}
+	r := *role
+	r.Password = fmt.Sprintf("<%d bytes>", len(r.Password))
+	return r
 }
