@@ -278,7 +278,7 @@ func verifyRole(ctx context.Context, client *mkclient.Client, name string, role 
 	if len(role.Projects) == 0 {
 		return nil
 	}
-	projects, err := client.Projects(ctx, tok.AccessToken)
+	projects, err := client.Projects(ctx, tok.AccessToken, role.Projects)
 	if err != nil {
 		return &roleError{role: name, op: opProjects, err: err}
 	}

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +19,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 func TestRoleCreateReadListDelete(t *testing.T) {
@@ -409,4 +415,40 @@ func redacted(role *roleEntry) any {
 	r := *role
 	r.Password = fmt.Sprintf("<%d bytes>", len(r.Password))
 	return r
+}
+
+// A server that answers every page of the project list with one project
+// named by ~1 MiB cannot make a role write read (and hold) a gigabyte: the
+// verify stops at the listing bound with a 400 naming it.
+func TestRoleVerifyHugeProjectListing(t *testing.T) {
+	env := newTestBackend(t)
+	var pages atomic.Int64
+	name := strings.Repeat("n", mkclient.MaxBodyBytes-1024)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/projects" {
+			env.mk.Handler().ServeHTTP(w, r)
+			return
+		}
+		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip"))
+		pages.Add(1)
+		_, _ = fmt.Fprintf(w, `{"total":1000,"limit":1,"skip":%d,"data":[{"id":%d,"name":%q}]}`, skip, skip, name)
+	}))
+	defer srv.Close()
+	env.mustWrite("config", map[string]any{fieldBaseURL: srv.URL})
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{
+		fieldEmail: testEmail, fieldPassword: testPassword, fieldProjects: "DEMO_PROJECT"})
+	runtime.ReadMemStats(&after)
+	if msg := errorText(resp, err); statusOf(resp, err) != 400 || !strings.Contains(msg, "larger than the 8 MiB") {
+		t.Fatalf("status %d: %.300s", statusOf(resp, err), msg)
+	}
+	if n := pages.Load(); n > 10 {
+		t.Fatalf("the verify read %d pages of ~1 MiB", n)
+	}
+	// Server and client together allocate a few MiB per page.
+	if mib := (after.TotalAlloc - before.TotalAlloc) >> 20; mib > 256 {
+		t.Fatalf("the verify allocated %d MiB", mib)
+	}
 }

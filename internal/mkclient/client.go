@@ -37,6 +37,9 @@ const (
 	MaxRetryAfter = time.Minute
 	// MaxProjects bounds how many projects Projects reads across all pages.
 	MaxProjects = 10000
+	// MaxListingBytes bounds the bytes Projects reads across all pages; a
+	// listing stops with ErrTooManyProjects once it has read this much.
+	MaxListingBytes = 8 << 20
 
 	// maxHeaderBytes bounds the response headers; MetaKraftwerk sends a few
 	// hundred bytes.
@@ -300,48 +303,64 @@ type Project struct {
 	Disabled bool
 }
 
-// Projects lists the projects the token's user can access. A plain array
-// is the whole list. A Feathers page ({"total","limit","skip","data"}) is
-// followed with $skip and $limit until total is reached, for at most
-// MaxProjects projects.
-func (c *Client) Projects(ctx context.Context, accessToken string) ([]Project, error) {
+// Projects lists the projects the token's user can access that are named in
+// names, in the order the server lists them. A plain array is the whole
+// list. A Feathers page ({"total","limit","skip","data"}) is followed with
+// $skip and $limit until total is reached, for at most MaxProjects projects
+// and MaxListingBytes of answers. Only one page and the named projects are
+// held at a time, whatever the server sends.
+func (c *Client) Projects(ctx context.Context, accessToken string, names []string) ([]Project, error) {
+	wanted := make(map[string]bool, len(names))
+	for _, n := range names {
+		wanted[n] = true
+	}
 	// The first request asks for the server's default: a server without
 	// pagination would truncate its plain array to an explicit $limit.
-	query, skip := "", 0
-	var all []Project
+	query, skip, read := "", 0, 0
+	var kept []Project
 	for range maxProjectPages {
-		page, err := c.projectPage(ctx, accessToken, query)
+		page, size, err := c.projectPage(ctx, accessToken, query)
 		if err != nil {
 			return nil, err
 		}
+		read += size
 		if page.paged && page.skip != skip {
 			return nil, fmt.Errorf("%w: asked for the projects from %d on, got a page from %d", ErrMalformedResponse, skip, page.skip)
 		}
-		all = append(all, page.projects...)
+		for _, p := range page.projects {
+			if wanted[p.Name] {
+				kept = append(kept, p)
+			}
+		}
 		if !page.paged {
-			return all, nil
+			return kept, nil
 		}
 		if page.total > MaxProjects {
 			return nil, fmt.Errorf("%w: MetaKraftwerk lists %d projects for this login, more than the %d the check reads", ErrTooManyProjects, page.total, MaxProjects)
 		}
 		skip += page.entries
 		if page.entries == 0 || skip >= page.total {
-			return all, nil
+			return kept, nil
+		}
+		if read >= MaxListingBytes {
+			return nil, fmt.Errorf("%w: the project list is larger than the %d MiB the check reads", ErrTooManyProjects, MaxListingBytes>>20)
 		}
 		query = "?" + url.Values{"$skip": {strconv.Itoa(skip)}, "$limit": {strconv.Itoa(projectPageLimit)}}.Encode()
 	}
 	return nil, fmt.Errorf("%w: the project list did not end within %d pages", ErrTooManyProjects, maxProjectPages)
 }
 
-func (c *Client) projectPage(ctx context.Context, accessToken, query string) (projectPage, error) {
+// projectPage reads one page and reports its size in bytes.
+func (c *Client) projectPage(ctx context.Context, accessToken, query string) (projectPage, int, error) {
 	const op = "list projects"
 	resp, body, attempts, err := c.do(ctx, op, http.MethodGet, "/api/v1/projects"+query, nil,
 		http.Header{"Authorization": {"Bearer " + accessToken}})
 	if err != nil {
-		return projectPage{}, err
+		return projectPage{}, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return projectPage{}, apiError(op, resp, body, attempts)
+		return projectPage{}, 0, apiError(op, resp, body, attempts)
 	}
-	return decodeProjects(body)
+	page, err := decodeProjects(body)
+	return page, len(body), err
 }

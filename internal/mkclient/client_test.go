@@ -251,7 +251,7 @@ func TestProjectsSendsBearer(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, _ := New(Config{BaseURL: srv.URL})
-	ps, err := c.Projects(context.Background(), "tok")
+	ps, err := c.Projects(context.Background(), "tok", []string{"P"})
 	if err != nil || len(ps) != 1 || auth.Load() != "Bearer tok" {
 		t.Fatalf("projects %+v %v auth %v", ps, err, auth.Load())
 	}
@@ -429,7 +429,11 @@ func TestProjectsFollowsPages(t *testing.T) {
 			srv := feathersProjects(t, tt.n, tt.def, tt.maxLimit, &requests)
 			defer srv.Close()
 			c, _ := New(Config{BaseURL: srv.URL})
-			ps, err := c.Projects(context.Background(), "tok")
+			var names []string
+			for i := range tt.n {
+				names = append(names, fmt.Sprintf("P%d", i))
+			}
+			ps, err := c.Projects(context.Background(), "tok", names)
 			if err != nil || len(ps) != tt.n {
 				t.Fatalf("%d projects, %v", len(ps), err)
 			}
@@ -450,7 +454,7 @@ func TestProjectsPaginationBounds(t *testing.T) {
 	srv := feathersProjects(t, MaxProjects+1, 10, 50, &requests)
 	defer srv.Close()
 	c, _ := New(Config{BaseURL: srv.URL})
-	if _, err := c.Projects(context.Background(), "tok"); !errors.Is(err, ErrTooManyProjects) || requests.Load() != 1 {
+	if _, err := c.Projects(context.Background(), "tok", nil); !errors.Is(err, ErrTooManyProjects) || requests.Load() != 1 {
 		t.Fatalf("over the bound: %v after %d requests", err, requests.Load())
 	}
 
@@ -460,7 +464,47 @@ func TestProjectsPaginationBounds(t *testing.T) {
 	}))
 	defer stuck.Close()
 	c, _ = New(Config{BaseURL: stuck.URL})
-	if _, err := c.Projects(context.Background(), "tok"); !errors.Is(err, ErrMalformedResponse) || !strings.Contains(err.Error(), "from 2 on") {
+	if _, err := c.Projects(context.Background(), "tok", nil); !errors.Is(err, ErrMalformedResponse) || !strings.Contains(err.Error(), "from 2 on") {
 		t.Fatalf("stuck pagination: %v", err)
 	}
+}
+
+// Only the named projects are kept, so a listing's memory does not grow
+// with what the server sends.
+func TestProjectsKeepsOnlyNamed(t *testing.T) {
+	var requests atomic.Int64
+	srv := feathersProjects(t, 25, 10, 10, &requests)
+	defer srv.Close()
+	c, _ := New(Config{BaseURL: srv.URL})
+	ps, err := c.Projects(context.Background(), "tok", []string{"P3", "P24", "NOPE"})
+	if err != nil || len(ps) != 2 || ps[0].Name != "P3" || ps[1].Name != "P24" || requests.Load() != 3 {
+		t.Fatalf("%+v %v after %d requests", ps, err, requests.Load())
+	}
+}
+
+// A server that answers every page with one project named by ~1 MiB makes
+// the listing stop at MaxListingBytes instead of reading 1,000 pages.
+func TestProjectsListingBytesBound(t *testing.T) {
+	var requests atomic.Int64
+	srv := hugeNamePages(&requests)
+	defer srv.Close()
+	c, _ := New(Config{BaseURL: srv.URL})
+	_, err := c.Projects(context.Background(), "tok", []string{"DEMO_PROJECT"})
+	if !errors.Is(err, ErrTooManyProjects) || !strings.Contains(err.Error(), "larger than the 8 MiB") {
+		t.Fatalf("got %v", err)
+	}
+	if n := requests.Load(); n > MaxListingBytes/(MaxBodyBytes-1024)+1 {
+		t.Fatalf("%d pages read", n)
+	}
+}
+
+// hugeNamePages serves a paginated project list of 1,000 projects, one per
+// page, each named by almost 1 MiB: the malicious server of a listing bound.
+func hugeNamePages(requests *atomic.Int64) *httptest.Server {
+	name := strings.Repeat("n", MaxBodyBytes-1024)
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		skip, _ := strconv.Atoi(r.URL.Query().Get("$skip"))
+		_, _ = fmt.Fprintf(w, `{"total":1000,"limit":1,"skip":%d,"data":[{"id":%d,"name":%q}]}`, skip, skip, name)
+	}))
 }
