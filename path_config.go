@@ -54,7 +54,7 @@ func (c *mkConfig) newClient() (*mkclient.Client, error) {
 		UserAgent:      "vault-plugin-secrets-metakraftwerk/" + Version,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stored %s is unusable: %w", fieldCACert, err)
+		return nil, fmt.Errorf("the stored config is unusable: %w; write config to fix it", err)
 	}
 	return client, nil
 }
@@ -90,6 +90,12 @@ func getConfig(ctx context.Context, s logical.Storage) (*mkConfig, error) {
 	cfg := defaultConfig()
 	if err := entry.DecodeJSON(cfg); err != nil {
 		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	// An earlier version may have stored a spelling that is no longer
+	// accepted; show the normalised one. The client normalises again and
+	// refuses what does not validate, whatever is stored.
+	if u, err := mkclient.ValidateBaseURL(cfg.BaseURL); err == nil {
+		cfg.BaseURL = u
 	}
 	return cfg, nil
 }

@@ -9,8 +9,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +297,72 @@ func TestConfigWritesNeverLoseUpdates(t *testing.T) {
 	cfg := env.mustRead("config").Data
 	if cfg[fieldMaxRetries] != 1 || cfg[fieldRequestTimeout] != int64(7) {
 		t.Fatalf("config lost an acknowledged update: max_retries %v, request_timeout %v", cfg[fieldMaxRetries], cfg[fieldRequestTimeout])
+	}
+}
+
+// childEnv marks a test run as the child process of a test that needs its
+// own process environment.
+const childEnv = "METAKRAFTWERK_TEST_CHILD"
+
+// A base_url stored by an earlier version in a loopback spelling that Go's
+// proxy logic does not exempt is normalised when read: in a process with
+// HTTP_PROXY set (Go reads it once per process, hence the child), the role's
+// verify login and a creds read go straight to the stand-in and the proxy,
+// which would see the password in clear, receives nothing.
+func TestStoredBaseURLSpellingNeverUsesTheProxy(t *testing.T) {
+	if os.Getenv(childEnv) == "" {
+		var proxied atomic.Int64
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			proxied.Add(1)
+			w.WriteHeader(http.StatusBadGateway)
+		}))
+		defer proxy.Close()
+		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
+		cmd.Env = append(os.Environ(), childEnv+"=1", "HTTP_PROXY="+proxy.URL, "http_proxy="+proxy.URL, "NO_PROXY=", "no_proxy=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		if n := proxied.Load(); n != 0 {
+			t.Fatalf("the proxy received %d requests", n)
+		}
+		return
+	}
+
+	// The environment is in effect: a remote host would go through the proxy.
+	if p, err := http.ProxyFromEnvironment(httptest.NewRequest(http.MethodGet, "http://mk.example.com/", nil)); err != nil || p == nil {
+		t.Fatalf("HTTP_PROXY is not in effect in the child (%v, %v); the test would prove nothing", p, err)
+	}
+	env := newTestBackend(t)
+	stored := strings.Replace(env.mk.URL, "127.0.0.1", "LOCALHOST.", 1)
+	entry, err := logical.StorageEntryJSON(configStorageKey, map[string]any{
+		fieldBaseURL: stored, fieldRequestTimeout: 5 * time.Second, fieldMaxRetries: 0, fieldExpiryLeeway: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.storage.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+	env.b.store.reset() // as after a plugin restart: nothing in memory
+	env.createRole("ci", map[string]any{fieldProjects: "DEMO_PROJECT"})
+	env.mustRead("creds/ci")
+	if got, want := env.mustRead("config").Data[fieldBaseURL], strings.Replace(env.mk.URL, "127.0.0.1", "localhost", 1); got != want {
+		t.Fatalf("config read shows base_url %v, want %s", got, want)
+	}
+}
+
+// A stored base_url that no longer validates fails the read with a message
+// naming the field, instead of being used.
+func TestStoredBaseURLThatNoLongerValidates(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	entry, _ := logical.StorageEntryJSON(configStorageKey, map[string]any{fieldBaseURL: "http://mk.example.com"})
+	if err := env.storage.Put(context.Background(), entry); err != nil {
+		t.Fatal(err)
+	}
+	env.b.store.reset()
+	resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+	if msg := errorText(resp, err); statusOf(resp, err) != 500 || !strings.Contains(msg, "the stored config is unusable: base_url: must use https") {
+		t.Fatalf("status %d: %q", statusOf(resp, err), msg)
 	}
 }

@@ -25,7 +25,7 @@ func ValidateBaseURL(raw string) (string, error) {
 		return "", fmt.Errorf("is not a valid URL: %v", trimURLErr(err))
 	}
 	switch {
-	case !u.IsAbs() || u.Host == "":
+	case !u.IsAbs() || u.Hostname() == "":
 		return "", errors.New("must be an absolute URL such as https://app.metakraftwerk.com")
 	case u.Scheme != "https" && u.Scheme != "http":
 		return "", fmt.Errorf("scheme %q is not supported; use https", u.Scheme)
@@ -35,6 +35,8 @@ func ValidateBaseURL(raw string) (string, error) {
 		return "", errors.New("must not contain a query")
 	case u.Fragment != "" || strings.Contains(raw, "#"):
 		return "", errors.New("must not contain a fragment")
+	case (strings.ContainsAny(u.Host, "[]") || strings.Contains(u.Hostname(), ":")) && !bracketedIPv6(u.Host):
+		return "", fmt.Errorf("host %q is not valid: an IPv6 address is written in brackets, such as [::1], and brackets are for nothing else", u.Host)
 	case u.Port() != "" && !validPort(u.Port()):
 		return "", fmt.Errorf("port %q is not valid", u.Port())
 	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
@@ -52,6 +54,18 @@ func ValidateBaseURL(raw string) (string, error) {
 		u.Host = host
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// bracketedIPv6 reports whether host is "[<IPv6 address>]" with an optional
+// ":port" and no other bracket.
+func bracketedIPv6(host string) bool {
+	end := strings.IndexByte(host, ']')
+	if !strings.HasPrefix(host, "[") || end < 0 || strings.Count(host, "[") != 1 || strings.Count(host, "]") != 1 {
+		return false
+	}
+	ip := net.ParseIP(host[1:end])
+	rest := host[end+1:]
+	return ip != nil && strings.Contains(host[1:end], ":") && (rest == "" || strings.HasPrefix(rest, ":"))
 }
 
 func trimURLErr(err error) string {

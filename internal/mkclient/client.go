@@ -77,15 +77,21 @@ type Client struct {
 	rc        *retryablehttp.Client
 }
 
-// New builds a Client from cfg. It fails only on an unusable CA bundle.
+// New builds a Client from cfg. It fails on a base URL that ValidateBaseURL
+// refuses and on an unusable CA bundle, naming the field; whatever spelling
+// cfg.BaseURL has, the client uses its normalised form.
 func New(cfg Config) (*Client, error) {
+	baseURL, err := ValidateBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, &FieldError{Field: "base_url", Err: err}
+	}
 	transport := cleanhttp.DefaultPooledTransport() // keeps http.ProxyFromEnvironment
 	transport.MaxResponseHeaderBytes = maxHeaderBytes
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if strings.TrimSpace(cfg.CACertPEM) != "" {
 		pool, err := ParseCAPool(cfg.CACertPEM)
 		if err != nil {
-			return nil, err
+			return nil, &FieldError{Field: "ca_cert", Err: err}
 		}
 		tlsConfig.RootCAs = pool
 	}
@@ -118,7 +124,7 @@ func New(cfg Config) (*Client, error) {
 	if ua == "" {
 		ua = userAgent
 	}
-	return &Client{baseURL: strings.TrimRight(cfg.BaseURL, "/"), userAgent: ua, rc: rc}, nil
+	return &Client{baseURL: baseURL, userAgent: ua, rc: rc}, nil
 }
 
 // Close releases idle connections.

@@ -199,7 +199,10 @@ func TestValidateBaseURL(t *testing.T) {
 	for _, bad := range []string{"", "   ", "mk.example.com", "/relative", "ftp://x.example.com", "http://example.com",
 		"http://192.168.1.1", "http://[::2]", "https://user:pw@x.example.com", "https://x.example.com?q=1",
 		"https://x.example.com/?", "https://x.example.com#f", "https://x.example.com:0", "https://x.example.com:abc",
-		"http://localhost.example.com", "http://localhost..", "http://127.1", "http://0x7f.0.0.1", "https://%zz"} {
+		"http://localhost.example.com", "http://localhost..", "http://127.1", "http://0x7f.0.0.1", "https://%zz",
+		// Stray brackets: only a whole IPv6 literal may be bracketed.
+		"http://::1]:1", "http://127.0.0.1]:8080", "http://[127.0.0.1]:1", "http://[::1]]:1", "http://[[::1]:1",
+		"https://[x.example.com]", "http://[::1]x:1", "http://[::1"} {
 		if got, err := ValidateBaseURL(bad); err == nil {
 			t.Errorf("ValidateBaseURL(%q) = %q, want an error", bad, got)
 		}

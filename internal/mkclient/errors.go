@@ -22,6 +22,16 @@ var (
 	ErrTooManyProjects = errors.New("too many projects")
 )
 
+// FieldError is a Config field that cannot be used.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
 // APIError is an answer from MetaKraftwerk with an unexpected status.
 type APIError struct {
 	// Op names the call: "login" or "list projects".

@@ -113,6 +113,10 @@ func FuzzValidateBaseURL(f *testing.F) {
 		if perr != nil || strings.HasSuffix(u, "/") || parsed.User != nil || parsed.RawQuery != "" || parsed.Fragment != "" || parsed.Host == "" {
 			t.Fatalf("accepted %q as %q", raw, u)
 		}
+		// The host is one that can be dialled: no bracket outside an IPv6 literal.
+		if strings.ContainsAny(parsed.Hostname(), "[]") {
+			t.Fatalf("accepted %q as %q, whose host %q cannot be dialled", raw, u, parsed.Hostname())
+		}
 		if parsed.Scheme == "http" && !IsLoopbackHost(parsed.Hostname()) {
 			t.Fatalf("accepted plain http to %q", parsed.Hostname())
 		}
