@@ -69,6 +69,8 @@ func (e *roleError) Error() string {
 type loginRejection struct {
 	err       *roleError
 	at, until time.Time
+	// seq is the start number of the rejected login (backend.loginSeq).
+	seq uint64
 }
 
 func (r *loginRejection) Unwrap() error { return r.err }

@@ -240,13 +240,22 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 // attemptLogin logs in once and records the outcome for the role, provided
 // the role and configuration it used are still in force: a success (and,
 // with reuse_tokens, the token, if it is worth sharing), or a rejection to
-// remember for rejected_login_backoff.
+// remember for rejected_login_backoff. Outcomes count in the order their
+// logins started, not the order MetaKraftwerk answered them: a rejection is
+// not remembered over the success of a login that started after it, and a
+// success does not end a rejection of a later login.
 func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, error) {
+	seq := b.loginSeq.Add(1)
 	tok, err := login(ctx, client, role, b.now)
 	now := b.now()
 	if err == nil {
 		b.store.update(st, name, func(rs *roleState) {
-			rs.lastLogin, rs.rejection = now, nil
+			if seq > rs.successSeq {
+				rs.lastLogin, rs.successSeq = now, seq
+			}
+			if rs.rejection != nil && rs.rejection.seq < seq {
+				rs.rejection = nil
+			}
 			if role.ReuseTokens && reusable(tok, role, cfg, now) {
 				rs.token = tok
 			}
@@ -256,8 +265,12 @@ func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role 
 	rerr := &roleError{role: name, op: opLogin, err: err}
 	var apiErr *mkclient.APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && cfg.RejectedLoginBackoff > 0 {
-		r := &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff)}
-		b.store.update(st, name, func(rs *roleState) { rs.rejection = r })
+		r := &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff), seq: seq}
+		b.store.update(st, name, func(rs *roleState) {
+			if seq > rs.successSeq {
+				rs.rejection = r
+			}
+		})
 	}
 	return nil, rerr
 }

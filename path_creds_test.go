@@ -807,3 +807,56 @@ func TestRejectedLoginOnlyRejections(t *testing.T) {
 		t.Fatalf("with the memory off, 3 reads made %d attempts", n)
 	}
 }
+
+// rejectLogin answers a login as MetaKraftwerk does for a wrong password.
+func rejectLogin(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = io.WriteString(w, `{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`)
+}
+
+// Outcomes count in the order logins started, whatever order MetaKraftwerk
+// answers them in. Two readers log in on their own (the role logged in a
+// moment ago); the first is held at MetaKraftwerk while the second's login
+// is answered.
+func TestLoginOutcomesInStartOrder(t *testing.T) {
+	t.Run("an older rejection answered after a newer success is not remembered", func(t *testing.T) {
+		env := newTestBackend(t)
+		gate := env.gateLogins()
+		env.createRole("ci", nil)
+		env.mustRead("creds/ci")
+		reached, release := gate.arm(rejectLogin)
+		first, firstResult := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+		<-reached
+		env.mustRead("creds/ci") // started later, succeeded
+		release()
+		<-first
+		if resp, err := firstResult(); statusOf(resp, err) != 400 {
+			t.Fatalf("the held reader: status %d %q", statusOf(resp, err), errorText(resp, err))
+		}
+		env.mustRead("creds/ci") // MetaKraftwerk's latest answer was a success
+	})
+	t.Run("an older success answered after a newer rejection does not end it", func(t *testing.T) {
+		env := newTestBackend(t)
+		gate := env.gateLogins()
+		env.createRole("ci", nil)
+		env.mustRead("creds/ci")
+		reached, release := gate.arm(nil) // held, then answered by the stand-in: a success
+		first, firstResult := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+		<-reached
+		env.mk.SetFaults(devserver.Faults{FailNext: 1, FailStatus: 401}) // the later login is rejected
+		if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 400 {
+			t.Fatalf("the later reader: status %d", statusOf(resp, err))
+		}
+		release()
+		<-first
+		if resp, err := firstResult(); err != nil || resp.IsError() {
+			t.Fatalf("the held reader: %q", errorText(resp, err))
+		}
+		before := env.mk.Stats().LoginRequests
+		resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+		if statusOf(resp, err) != 400 || !strings.Contains(errorText(resp, err), "last tried at") || env.mk.Stats().LoginRequests != before {
+			t.Fatalf("the newer rejection was forgotten: status %d %q", statusOf(resp, err), errorText(resp, err))
+		}
+	})
+}

@@ -41,8 +41,10 @@ type roleState struct {
 	role *roleEntry
 	// token is the shared token of a role with reuse_tokens.
 	token *issuedToken
-	// lastLogin is when a login of this role last succeeded.
-	lastLogin time.Time
+	// lastLogin is when a login of this role last succeeded, and
+	// successSeq the start number (backend.loginSeq) of that login.
+	lastLogin  time.Time
+	successSeq uint64
 	// rejection is a login MetaKraftwerk rejected, remembered for a while.
 	rejection *loginRejection
 }
