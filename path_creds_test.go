@@ -117,6 +117,7 @@ func TestCredsUpstreamFailures(t *testing.T) {
 		{"expired JWT", devserver.Faults{Mode: devserver.ModeExpired}, 502, "already expired"},
 		{"10 MiB body", devserver.Faults{Mode: devserver.ModeHuge}, 502, "exceeds the 1 MiB limit"},
 		{"hang beyond request_timeout", devserver.Faults{Mode: devserver.ModeHang}, 502, "timed out (request_timeout)"},
+		{"upstream echoes the request", devserver.Faults{Mode: devserver.ModeEcho}, 400, `"password":"[redacted]"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,11 +148,33 @@ func TestCredsUpstreamFailures(t *testing.T) {
 			}
 			// The engine stays healthy: the next normal read succeeds.
 			env.mk.SetFaults(devserver.Faults{})
-			if tt.name == "bad credentials" {
+			if tt.name == "bad credentials" || tt.faults.Mode == devserver.ModeEcho {
 				env.mustWrite("roles/ci", map[string]any{fieldPassword: testPassword})
 			}
 			env.mustRead("creds/ci")
 		})
+	}
+}
+
+// An upstream that quotes the request body back must not carry the password
+// into what readers, writers and the log see, however JSON spells it.
+func TestUpstreamEchoNeverQuotesThePassword(t *testing.T) {
+	for _, password := range []string{`pw<with>&"quotes"\and\slashes`, "pw-\u00e9-é-\t"} {
+		env := newTestBackend(t)
+		env.secrets = append(env.secrets, password)
+		env.mk.SetFaults(devserver.Faults{Mode: devserver.ModeEcho})
+		resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: password})
+		if msg := errorText(resp, err); !strings.Contains(msg, "[redacted]") {
+			t.Errorf("role write: %q does not show where the password was cut", msg)
+		}
+		env.mustWrite("roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: password, fieldVerify: false})
+		for i := 0; i < 2; i++ { // the second read answers from the remembered rejection
+			resp, err = env.do(logical.ReadOperation, "creds/ci", nil)
+			if msg := errorText(resp, err); statusOf(resp, err) != 400 || !strings.Contains(msg, "[redacted]") {
+				t.Errorf("creds read %d: %d %q", i, statusOf(resp, err), msg)
+			}
+		}
+		env.assertNoLeaks()
 	}
 }
 

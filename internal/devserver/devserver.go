@@ -108,6 +108,7 @@ const (
 	ModeHuge     Mode = "huge"     // 201 with a 10 MiB body
 	ModeRedirect Mode = "redirect" // 307 to RedirectTo
 	ModeHang     Mode = "hang"     // accept, then never answer
+	ModeEcho     Mode = "echo"     // 401 whose message quotes the request body, as a careless gateway does
 )
 
 // Duration is a time.Duration that reads "50ms" or a number of milliseconds from JSON.
@@ -430,6 +431,12 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, strings.TrimRight(f.RedirectTo, "/")+"/authentication", http.StatusTemporaryRedirect)
 		return
 	}
+	if f.Mode == ModeEcho {
+		raw, _ := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+		s.countFailure()
+		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Invalid login: "+string(raw))
+		return
+	}
 
 	var body struct {
 		Strategy *string `json:"strategy"`
@@ -672,7 +679,7 @@ func (s *Server) handleSetFaults(w http.ResponseWriter, r *http.Request) {
 
 func (f Faults) validate() error {
 	switch f.Mode {
-	case ModeNormal, ModeGarbage, ModeNoToken, ModeNotJWT, ModeExpired, ModeNoExp, ModeHuge, ModeHang:
+	case ModeNormal, ModeGarbage, ModeNoToken, ModeNotJWT, ModeExpired, ModeNoExp, ModeHuge, ModeHang, ModeEcho:
 	case ModeRedirect:
 		if f.RedirectTo == "" {
 			return errors.New("mode redirect needs redirect_to")

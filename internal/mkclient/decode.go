@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -33,29 +34,65 @@ var ErrNotAJWT = errors.New("the accessToken in MetaKraftwerk's login answer is 
 // boundary, marking the cut with "…") so that an outside string can be
 // quoted in an error or a log line.
 func clean(s string, maxRunes int) string {
-	s = strings.Map(func(r rune) rune {
+	s = strings.TrimSpace(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
 			return -1
 		}
 		return r
-	}, s)
-	s = strings.TrimSpace(s)
+	}, s))
 	if r := []rune(s); len(r) > maxRunes {
 		s = string(r[:maxRunes]) + "…"
 	}
 	return s
 }
 
+const (
+	// redacted replaces a secret that an upstream answer echoes.
+	redacted = "[redacted]"
+	// withheld replaces an upstream text that a secret cannot be cut out of.
+	withheld = "(the message was withheld: it echoed the request's credentials)"
+)
+
+// quote is clean for upstream text that may echo what the request carried
+// (a gateway that quotes the request body): secret is cut out, as sent and
+// as JSON spells it, before the text is bounded, so no prefix of it remains.
+func quote(s, secret string, maxRunes int) string {
+	s = clean(s, math.MaxInt)
+	if secret == "" {
+		return clean(s, maxRunes)
+	}
+	forms := []string{secret, clean(secret, math.MaxInt)}
+	for _, escapeHTML := range []bool{true, false} {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(escapeHTML)
+		_ = enc.Encode(secret)
+		q := bytes.TrimSpace(buf.Bytes())
+		forms = append(forms, string(q[1:len(q)-1]))
+	}
+	for _, f := range forms {
+		if f != "" {
+			s = strings.ReplaceAll(s, f, redacted)
+		}
+	}
+	for _, f := range forms {
+		if f != "" && strings.Contains(s, f) { // the secret overlaps the marker
+			return withheld
+		}
+	}
+	return clean(s, maxRunes)
+}
+
 // decodeErrorMessage extracts the Feathers error message from an error body,
 // leniently: any JSON object with a string "message" is used; anything else
-// falls back to the HTTP status text.
-func decodeErrorMessage(body []byte, status int) string {
+// falls back to the HTTP status text. secret is cut out of it (quote).
+func decodeErrorMessage(body []byte, status int, secret string) string {
 	var fe struct {
 		Message any `json:"message"`
 	}
 	if json.Unmarshal(bytes.TrimSpace(body), &fe) == nil {
 		if s, ok := fe.Message.(string); ok {
-			if m := clean(s, maxMessageLen); m != "" {
+			if m := quote(s, secret, maxMessageLen); m != "" {
 				return m
 			}
 		}

@@ -37,11 +37,15 @@ func FuzzDecodeLoginResponse(f *testing.F) {
 }
 
 func FuzzDecodeErrorBody(f *testing.F) {
-	f.Add([]byte(`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`), 401)
-	f.Add([]byte(`<html>`), 502)
-	f.Add([]byte(`{"message":"\u0000\u001b[31m"}`), 400)
-	f.Fuzz(func(t *testing.T, body []byte, status int) {
-		msg := decodeErrorMessage(body, status)
+	f.Add([]byte(`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`), 401, "")
+	f.Add([]byte(`<html>`), 502, "")
+	f.Add([]byte(`{"message":"\u0000\u001b[31m"}`), 400, "")
+	f.Add([]byte(`{"message":"Invalid login: {\"password\":\"p\\u003c\"}"}`), 401, "p<")
+	f.Fuzz(func(t *testing.T, body []byte, status int, secret string) {
+		msg := decodeErrorMessage(body, status, secret)
+		if len(secret) >= 4 && strings.Contains(msg, secret) && msg != withheld {
+			t.Fatalf("secret %q kept in %q", secret, msg)
+		}
 		if msg == "" {
 			t.Fatal("empty message")
 		}
