@@ -3,10 +3,12 @@
 #
 # Usage: scripts/e2e.sh [PLATFORM...]
 #   vault      Vault v1.21.0 (scripts/vault-bin.sh: $VAULT_BIN, vault on PATH, or built)
-#   vault-lts  Vault v1.19.0, the long-term-support line (built from the module proxy)
+#   vault-lts  Vault v1.19.x, the long-term-support line ($VAULT_LTS_BIN, or built
+#              from the module proxy; $VAULT_BIN and vault on PATH are ignored)
 #   openbao    OpenBao (scripts/bao-bin.sh: $BAO_BIN or bao on PATH)
 # Without arguments: vault, and openbao when a bao binary is found. Platforms
-# named on the command line are required: a missing binary is a failure.
+# named on the command line are required: a missing binary is a failure, and
+# so is a server that reports another product or line than its platform's.
 #
 # Environment: PLUGIN_BIN and PLUGIN_VERSION (required), GO, E2E_TIMEOUT,
 # E2E_RUN (a go test -run pattern).
@@ -26,9 +28,18 @@ fi
 server_bin() {
 	case $1 in
 	vault) "$here/vault-bin.sh" ;;
-	vault-lts) VAULT_BUILD_VERSION=v1.19.0 "$here/vault-bin.sh" ;;
+	vault-lts) VAULT_BIN=${VAULT_LTS_BIN:-} VAULT_BUILD_VERSION=v1.19.0 "$here/vault-bin.sh" ;;
 	openbao) "$here/bao-bin.sh" ;;
 	*) echo "e2e: unknown platform $1 (vault, vault-lts, openbao)" >&2; return 1 ;;
+	esac
+}
+
+# What the first line of `<server> version` must start with on each platform.
+expected_version() {
+	case $1 in
+	vault) echo "Vault v" ;;
+	vault-lts) echo "Vault v1.19." ;;
+	openbao) echo "OpenBao v" ;;
 	esac
 }
 
@@ -43,7 +54,14 @@ for p in "${platforms[@]}"; do
 		fi
 		continue
 	fi
-	name=$("$bin" version | head -n1 | awk '{sub(/,$/, "", $2); print $1, $2}')
+	reported=$("$bin" version 2>/dev/null | head -n1) || reported=""
+	name=$(awk '{sub(/,$/, "", $2); print $1, $2}' <<<"$reported")
+	want=$(expected_version "$p")
+	if [[ $reported != "$want"* ]]; then
+		summary+=("$p: FAILED, $bin reports \"${reported:-nothing}\", not $want…")
+		failed=1
+		continue
+	fi
 	printf '\n== e2e on %s (%s)\n' "$name" "$bin"
 	start=$SECONDS
 	if (cd "$repo" && SERVER_BIN=$bin "$GO" test -tags e2e -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/...); then

@@ -1,0 +1,110 @@
+package scripts
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// e2eRun runs e2e.sh with fake servers and a `go` that only records which
+// server the suite would have run on, so the platform-to-binary rules are
+// tested without a server.
+type e2eRun struct {
+	t     *testing.T
+	dir   string
+	ranOn string
+	env   []string
+}
+
+func newE2ERun(t *testing.T) *e2eRun {
+	t.Helper()
+	dir := t.TempDir()
+	r := &e2eRun{t: t, dir: dir, ranOn: filepath.Join(dir, "ran-on")}
+	fakeGo := r.script("go", `echo "$SERVER_BIN" >>"$RAN_ON"`)
+	r.env = []string{
+		"PATH=/usr/bin:/bin", // no vault or bao of the developer's
+		"HOME=" + dir,
+		"VAULT_CACHE_DIR=" + filepath.Join(dir, "cache"),
+		"GO=" + fakeGo,
+		"RAN_ON=" + r.ranOn,
+		"PLUGIN_BIN=/nonexistent",
+		"PLUGIN_VERSION=v0.0.0-test",
+	}
+	return r
+}
+
+// script writes an executable shell script and returns its path.
+func (r *e2eRun) script(name, body string) string {
+	r.t.Helper()
+	p := filepath.Join(r.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("#!/usr/bin/env bash\n"+body+"\n"), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	return p
+}
+
+// server writes a fake server binary whose `version` prints line.
+func (r *e2eRun) server(name, line string) string {
+	return r.script(name, `[[ $1 == version ]] && echo '`+line+`'`)
+}
+
+func (r *e2eRun) run(env []string, platforms ...string) (out string, ok bool, ranOn []string) {
+	r.t.Helper()
+	_ = os.Remove(r.ranOn)
+	cmd := exec.Command("bash", append([]string{"e2e.sh"}, platforms...)...)
+	cmd.Env = append(append([]string{}, r.env...), env...)
+	b, err := cmd.CombinedOutput()
+	if data, rerr := os.ReadFile(r.ranOn); rerr == nil {
+		ranOn = strings.Fields(string(data))
+	}
+	return string(b), err == nil, ranOn
+}
+
+// A developer's VAULT_BIN must not stand in for the LTS line: the LTS leg
+// takes VAULT_LTS_BIN or its own build, never the other Vault.
+func TestE2ELTSIgnoresVaultBin(t *testing.T) {
+	r := newE2ERun(t)
+	current := r.server("vault-1.21", "Vault v1.21.0 ('abc'), built 2025-01-01T00:00:00Z")
+	lts := r.server("cache/vault-v1.19.0/vault", "Vault v1.19.0 ('def'), built 2025-01-01T00:00:00Z")
+
+	out, ok, ranOn := r.run([]string{"VAULT_BIN=" + current}, "vault", "vault-lts")
+	if !ok || len(ranOn) != 2 || ranOn[0] != current || ranOn[1] != lts {
+		t.Fatalf("ran on %q (ok=%v), want %q then %q:\n%s", ranOn, ok, current, lts, out)
+	}
+
+	own := r.server("lts-of-my-own", "Vault v1.19.5 ('fed'), built 2025-06-01T00:00:00Z")
+	out, ok, ranOn = r.run([]string{"VAULT_BIN=" + current, "VAULT_LTS_BIN=" + own}, "vault-lts")
+	if !ok || len(ranOn) != 1 || ranOn[0] != own {
+		t.Fatalf("ran on %q (ok=%v), want VAULT_LTS_BIN %q:\n%s", ranOn, ok, own, out)
+	}
+}
+
+// A platform whose binary reports another product or line fails before the
+// suite runs, and says what it found.
+func TestE2EFailsOnAServerOfAnotherPlatform(t *testing.T) {
+	r := newE2ERun(t)
+	vault121 := r.server("vault-1.21", "Vault v1.21.0 ('abc'), built 2025-01-01T00:00:00Z")
+	bao := r.server("bao", "OpenBao v2.6.2 ('abc'), built 2025-01-01T00:00:00Z")
+	for _, tt := range []struct {
+		platform string
+		env      string
+		reported string
+	}{
+		{"vault-lts", "VAULT_LTS_BIN=" + vault121, "Vault v1.21.0"},
+		{"openbao", "BAO_BIN=" + vault121, "Vault v1.21.0"},
+		{"vault", "VAULT_BIN=" + bao, "OpenBao v2.6.2"},
+	} {
+		out, ok, ranOn := r.run([]string{tt.env}, tt.platform)
+		if ok || len(ranOn) != 0 {
+			t.Errorf("%s with %s: ok=%v, ran on %q; want a failure before the suite", tt.platform, tt.env, ok, ranOn)
+		}
+		if !strings.Contains(out, tt.platform+": FAILED") || !strings.Contains(out, tt.reported) {
+			t.Errorf("%s: the summary does not name the platform and what the server reported:\n%s", tt.platform, out)
+		}
+	}
+}
