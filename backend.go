@@ -52,17 +52,21 @@ type backend struct {
 	// Creds reads never take them.
 	roleLocks  []*locksutil.LockEntry
 	configLock sync.Mutex
+
+	// metrics are served at <mount>/metrics.
+	metrics *engineMetrics
 }
 
 func newBackend(clock func() time.Time) *backend {
 	b := &backend{now: clock, store: newMemStore(), roleLocks: locksutil.CreateLocks()}
+	b.metrics = newEngineMetrics(b.store.sharedTokens)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: []string{configStorageKey, roleStoragePrefix},
 		},
-		Paths:          framework.PathAppend(pathConfig(b), pathRoles(b), pathCreds(b), pathRotateRole(b)),
+		Paths:          framework.PathAppend(pathConfig(b), pathRoles(b), pathCreds(b), pathRotateRole(b), pathVerifyRole(b), pathMetrics(b)),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,
 		Clean:          func(context.Context) { b.store.reset() },
@@ -85,7 +89,7 @@ func (b *backend) client(ctx context.Context, s logical.Storage) (*mkclient.Clie
 		if err != nil {
 			return nil, nil, err
 		}
-		if client, err = cfg.newClient(); err != nil {
+		if client, err = cfg.newClient(b.metrics.retries.Inc); err != nil {
 			return nil, nil, err
 		}
 		if b.store.putClient(epoch, client, cfg) {

@@ -167,6 +167,10 @@ func (e *testEnv) record(resp *logical.Response, err error) {
 	// else the response carries is scanned for it.
 	rest := make(map[string]any, len(resp.Data))
 	for k, v := range resp.Data {
+		if raw, ok := v.([]byte); ok && k == logical.HTTPRawBody {
+			rest[k] = string(raw)
+			continue
+		}
 		if k == fieldAccessToken {
 			if tok, ok := v.(string); ok && tok != "" {
 				e.secrets = append(e.secrets, tok)

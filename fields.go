@@ -40,6 +40,20 @@ const (
 	fieldTokenID     = "token_id"
 
 	fieldRetired = "retired"
+
+	fieldUpdatedAt            = "updated_at"
+	fieldPasswordUpdatedAt    = "password_updated_at"
+	fieldVerifiedAt           = "verified_at"
+	fieldLastLoginAt          = "last_login_at"
+	fieldLastError            = "last_error"
+	fieldLastErrorAt          = "last_error_at"
+	fieldLoginRefusedUntil    = "login_refused_until"
+	fieldSharedTokenID        = "shared_token_id"
+	fieldSharedTokenExpiresAt = "shared_token_expires_at"
+
+	fieldVerified        = "verified"
+	fieldMissingProjects = "missing_projects"
+	fieldUpstreamLatency = "upstream_latency"
 )
 
 // operationPrefix starts every OpenAPI operation id of the engine.

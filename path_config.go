@@ -45,13 +45,16 @@ func defaultConfig() *mkConfig {
 	}
 }
 
-func (c *mkConfig) newClient() (*mkclient.Client, error) {
+// newClient builds the client of this configuration; onRetry is called
+// before each repeated attempt.
+func (c *mkConfig) newClient(onRetry func()) (*mkclient.Client, error) {
 	client, err := mkclient.New(mkclient.Config{
 		BaseURL:        c.BaseURL,
 		CACertPEM:      c.CACert,
 		RequestTimeout: c.RequestTimeout,
 		MaxRetries:     c.MaxRetries,
 		UserAgent:      "vault-plugin-secrets-metakraftwerk/" + Version,
+		OnRetry:        onRetry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("the stored config is unusable: %w; write config to fix it", err)

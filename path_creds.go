@@ -100,6 +100,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 
 	tok, reused, err := b.credsToken(ctx, st, state, name, role, client, cfg)
 	if err != nil {
+		var remembered *loginRejection
+		if errors.As(err, &remembered) {
+			b.metrics.credsRefused.WithLabelValues(name).Inc()
+		}
 		return errorResponse(err)
 	}
 
@@ -135,6 +139,11 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	for _, w := range l.Warnings {
 		resp.AddWarning(w)
 	}
+	source := sourceLogin
+	if reused {
+		source = sourceShared
+	}
+	b.metrics.credsIssued.WithLabelValues(name, source).Inc()
 	// A plugin logs at trace level into Vault, which drops what is below
 	// its own level only after the line crossed the process boundary; a
 	// line per reused hand-out cost about as much as the rest of the read.
@@ -190,7 +199,7 @@ type sharedFlight struct {
 	// tok is nil when the flight found the role confirmed and made no login.
 	tok    *issuedToken
 	reused bool
-	// claimed is set by the reader that takes tok when tokens are not shared.
+	// claimed is set by the first reader that takes tok.
 	claimed atomic.Bool
 }
 
@@ -226,9 +235,14 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 		if res.Err != nil {
 			return nil, false, res.Err
 		}
+		// The first reader to take the flight's token counts it as its
+		// login; with reuse_tokens the others get it shared.
 		f := res.Val.(*sharedFlight)
-		if f.tok != nil && (role.ReuseTokens || f.claimed.CompareAndSwap(false, true)) {
-			return f.tok, f.reused, nil
+		if f.tok != nil {
+			first := f.claimed.CompareAndSwap(false, true)
+			if role.ReuseTokens || first {
+				return f.tok, f.reused || !first, nil
+			}
 		}
 		tok, err := b.attemptLogin(ctx, st, name, role, client, cfg)
 		return tok, false, err
@@ -237,16 +251,27 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 	}
 }
 
-// attemptLogin logs in once and records the outcome for the role, provided
-// the role and configuration it used are still in force: a success (and,
-// with reuse_tokens, the token, if it is worth sharing), or a rejection to
-// remember for rejected_login_backoff. Outcomes count in the order their
-// logins started, not the order MetaKraftwerk answered them: a rejection is
-// not remembered over the success of a login that started after it, and a
-// success does not end a rejection of a later login.
+// attemptLogin logs in once for a creds read and records the outcome
+// (recordLogin).
 func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, error) {
 	seq := b.loginSeq.Add(1)
-	tok, err := login(ctx, client, role, b.now)
+	tok, err := b.login(ctx, client, name, role, purposeCreds)
+	if err != nil {
+		err = &roleError{role: name, op: opLogin, err: err}
+	}
+	b.recordLogin(st, name, seq, tok, err, role, cfg)
+	return tok, err
+}
+
+// recordLogin records a login's outcome for the role, provided the role and
+// configuration it used are still in force: a success (and, with
+// reuse_tokens and a cfg, the token, if it is worth sharing), or a failure,
+// a rejection among them remembered for rejected_login_backoff when cfg is
+// given. Outcomes count in the order their logins started (seq), not the
+// order MetaKraftwerk answered them: a rejection is not remembered over the
+// success of a login that started after it, and a success does not end a
+// rejection of a later login.
+func (b *backend) recordLogin(st stamp, name string, seq uint64, tok *issuedToken, err error, role *roleEntry, cfg *mkConfig) {
 	now := b.now()
 	if err == nil {
 		b.store.update(st, name, func(rs *roleState) {
@@ -256,23 +281,24 @@ func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role 
 			if rs.rejection != nil && rs.rejection.seq < seq {
 				rs.rejection = nil
 			}
-			if role.ReuseTokens && reusable(tok, role, cfg, now) {
+			if cfg != nil && role.ReuseTokens && reusable(tok, role, cfg, now) {
 				rs.token = tok
 			}
 		})
-		return tok, nil
+		return
 	}
-	rerr := &roleError{role: name, op: opLogin, err: err}
+	var rejection *loginRejection
 	var apiErr *mkclient.APIError
-	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && cfg.RejectedLoginBackoff > 0 {
-		r := &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff), seq: seq}
-		b.store.update(st, name, func(rs *roleState) {
-			if seq > rs.successSeq {
-				rs.rejection = r
-			}
-		})
+	var rerr *roleError
+	if cfg != nil && cfg.RejectedLoginBackoff > 0 && errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
+		rejection = &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff), seq: seq}
 	}
-	return nil, rerr
+	b.store.update(st, name, func(rs *roleState) {
+		rs.lastError, rs.lastErrorAt = err.Error(), now
+		if rejection != nil && seq > rs.successSeq {
+			rs.rejection = rejection
+		}
+	})
 }
 
 // reusable reports whether tok may be handed out (again) under role's

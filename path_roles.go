@@ -10,8 +10,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 const (
@@ -36,6 +34,13 @@ type roleEntry struct {
 	Projects          []string      `json:"projects,omitempty"`
 	ReuseTokens       bool          `json:"reuse_tokens,omitempty"`
 	ReuseMinRemaining time.Duration `json:"reuse_min_remaining"`
+
+	// UpdatedAt is the last write, PasswordUpdatedAt the last write that set
+	// the password, VerifiedAt the last verify of the stored login that
+	// passed (cleared when a write changes the login without verifying).
+	UpdatedAt         time.Time `json:"updated_at,omitzero"`
+	PasswordUpdatedAt time.Time `json:"password_updated_at,omitzero"`
+	VerifiedAt        time.Time `json:"verified_at,omitzero"`
 }
 
 func (r *roleEntry) toResponseData() map[string]any {
@@ -52,7 +57,38 @@ func (r *roleEntry) toResponseData() map[string]any {
 		fieldProjects:          projects,
 		fieldReuseTokens:       r.ReuseTokens,
 		fieldReuseMinRemaining: int64(r.ReuseMinRemaining / time.Second),
+		fieldUpdatedAt:         formatTime(r.UpdatedAt),
+		fieldPasswordUpdatedAt: formatTime(r.PasswordUpdatedAt),
+		fieldVerifiedAt:        formatTime(r.VerifiedAt),
 	}
+}
+
+// addStatus adds what the engine knows of the role at runtime: never a
+// password or a token, only when and why.
+func addStatus(data map[string]any, state roleState, now time.Time) {
+	data[fieldLastLoginAt] = formatTime(state.lastLogin)
+	data[fieldLastError] = state.lastError
+	data[fieldLastErrorAt] = formatTime(state.lastErrorAt)
+	var refusedUntil time.Time
+	if r := state.rejection; r != nil && now.Before(r.until) {
+		refusedUntil = r.until
+	}
+	data[fieldLoginRefusedUntil] = formatTime(refusedUntil)
+	var sharedID string
+	var sharedExpires time.Time
+	if tok := state.token; tok != nil && now.Before(tok.ExpiresAt) {
+		sharedID, sharedExpires = tok.TokenID, tok.ExpiresAt
+	}
+	data[fieldSharedTokenID] = sharedID
+	data[fieldSharedTokenExpiresAt] = formatTime(sharedExpires)
+}
+
+// formatTime is RFC 3339 in UTC, or "" for the zero time.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // getRole returns the stored role, or (nil, nil) when it does not exist.
@@ -150,12 +186,14 @@ func pathRoles(b *backend) []*framework.Path {
 			},
 			ExistenceCheck: b.pathRoleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
+				// The runtime status lives on the active node.
 				logical.ReadOperation: &framework.PathOperation{
 					Callback:     b.pathRoleRead,
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 					Responses: map[int][]framework.Response{
 						200: {{Description: "OK", Fields: roleResponseFields}},
 					},
+					ForwardPerformanceStandby: true,
 				},
 				// Writes verify with a login before storing; forwarded from
 				// standbys up front, so that the login happens once.
@@ -189,14 +227,44 @@ var roleResponseFields = map[string]*framework.FieldSchema{
 	fieldProjects:          {Type: framework.TypeCommaStringSlice, Required: true},
 	fieldReuseTokens:       {Type: framework.TypeBool, Required: true},
 	fieldReuseMinRemaining: {Type: framework.TypeDurationSecond, Required: true},
+
+	fieldUpdatedAt:         {Type: framework.TypeString, Required: true, Description: "Last write of the role, RFC 3339 UTC."},
+	fieldPasswordUpdatedAt: {Type: framework.TypeString, Required: true, Description: "Last write that set the password, RFC 3339 UTC."},
+	fieldVerifiedAt:        {Type: framework.TypeString, Required: true, Description: "Last verify of the stored login that passed (role write or verify-role); empty when the login changed without one."},
+
+	fieldLastLoginAt:          {Type: framework.TypeString, Required: true, Description: "Last successful login since the plugin started or the role was written; empty if none."},
+	fieldLastError:            {Type: framework.TypeString, Required: true, Description: "The error of the last failed login, as its reader got it."},
+	fieldLastErrorAt:          {Type: framework.TypeString, Required: true, Description: "When the last login failed."},
+	fieldLoginRefusedUntil:    {Type: framework.TypeString, Required: true, Description: "While a rejected login is remembered: until when creds reads are refused without a new attempt."},
+	fieldSharedTokenID:        {Type: framework.TypeString, Required: true, Description: "With reuse_tokens, the jti of the token being shared."},
+	fieldSharedTokenExpiresAt: {Type: framework.TypeString, Required: true, Description: "With reuse_tokens, when the shared token expires."},
 }
+
+// roleListInfo is the key info of a role in LIST (vault list -detailed).
+var roleListInfo = []string{fieldEmail, fieldReuseTokens, fieldDescription, fieldProjects}
 
 func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	names, err := req.Storage.List(ctx, roleStoragePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing roles: %w", err)
 	}
-	return logical.ListResponse(names), nil
+	info := make(map[string]any, len(names))
+	for _, name := range names {
+		role, err := getRole(ctx, req.Storage, name)
+		if err != nil {
+			return nil, err
+		}
+		if role == nil { // deleted since the list
+			continue
+		}
+		all := role.toResponseData()
+		entry := make(map[string]any, len(roleListInfo))
+		for _, f := range roleListInfo {
+			entry[f] = all[f]
+		}
+		info[name] = entry
+	}
+	return logical.ListResponseWithInfo(names, info), nil
 }
 
 func (b *backend) pathRoleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -217,7 +285,10 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	if err != nil || role == nil {
 		return nil, err
 	}
-	return &logical.Response{Data: role.toResponseData()}, nil
+	data := role.toResponseData()
+	state, _ := b.store.get(name)
+	addStatus(data, state, b.now())
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -249,16 +320,29 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return resp, nil
 	}
 
+	now := b.now().UTC()
+	role.UpdatedAt = now
+	if existing == nil || role.Password != existing.Password {
+		role.PasswordUpdatedAt = now
+	}
 	loginChanged := existing == nil || role.Email != existing.Email ||
 		role.Password != existing.Password || !slices.Equal(role.Projects, existing.Projects)
+	if loginChanged {
+		role.VerifiedAt = time.Time{}
+	}
 	if d.Get(fieldVerify).(bool) && loginChanged {
 		client, _, err := b.client(ctx, req.Storage)
 		if err != nil {
 			return nil, err
 		}
-		if err := verifyRole(ctx, client, name, role, b.now); err != nil {
+		v, err := b.verifyRole(ctx, client, name, role)
+		if err == nil && len(v.missing) > 0 {
+			err = &errMissingProjects{role: name, email: role.Email, missing: v.missing}
+		}
+		if err != nil {
 			return errorResponse(fmt.Errorf("verify: %w", err))
 		}
+		role.VerifiedAt = now
 	}
 
 	// Evict whatever storage answered: a put that failed may still have
@@ -266,51 +350,6 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	err = putRole(ctx, req.Storage, name, role)
 	b.store.evict(name)
 	return nil, err
-}
-
-// verifyRole logs in once with role and, when it names projects, checks
-// that the login can see each of them.
-func verifyRole(ctx context.Context, client *mkclient.Client, name string, role *roleEntry, now func() time.Time) error {
-	tok, err := login(ctx, client, role, now)
-	if err != nil {
-		return &roleError{role: name, op: opLogin, err: err}
-	}
-	if len(role.Projects) == 0 {
-		return nil
-	}
-	projects, err := client.Projects(ctx, tok.AccessToken, role.Projects)
-	if err != nil {
-		return &roleError{role: name, op: opProjects, err: err}
-	}
-	if missing := missingProjects(role.Projects, projects); len(missing) > 0 {
-		return &errMissingProjects{role: name, email: role.Email, missing: missing}
-	}
-	return nil
-}
-
-// missingProjects lists the wanted names that are absent, deleted or
-// disabled in have, each quoted with the reason.
-func missingProjects(want []string, have []mkclient.Project) []string {
-	usable := func(p mkclient.Project) bool { return !p.Deleted && !p.Disabled }
-	byName := make(map[string]mkclient.Project, len(have))
-	for _, p := range have {
-		if cur, ok := byName[p.Name]; !ok || (usable(p) && !usable(cur)) {
-			byName[p.Name] = p
-		}
-	}
-	var missing []string
-	for _, name := range want {
-		p, ok := byName[name]
-		switch {
-		case !ok:
-			missing = append(missing, fmt.Sprintf("%q (not visible)", name))
-		case p.Deleted:
-			missing = append(missing, fmt.Sprintf("%q (deleted)", name))
-		case p.Disabled:
-			missing = append(missing, fmt.Sprintf("%q (disabled)", name))
-		}
-	}
-	return missing
 }
 
 // applyRoleFields copies the fields present in d onto role (a partial
@@ -436,6 +475,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	defer b.lockRole(name)()
 	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
 	b.store.evict(name)
+	b.metrics.forget(name)
 	if err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}

@@ -29,10 +29,14 @@ func TestRoleCreateReadListDelete(t *testing.T) {
 		fieldProjects: "DEMO_PROJECT, CI_PROJECT", fieldReuseTokens: true, fieldReuseMinRemaining: "30m",
 	})
 	got := env.mustRead("roles/team-a-ci").Data
+	written := env.clock.Now().Format(time.RFC3339)
 	want := map[string]any{
 		fieldEmail: testEmail, fieldPasswordSet: true, fieldTTL: int64(3600), fieldMaxTTL: int64(7200),
 		fieldDescription: "CI of team A", fieldProjects: []string{"DEMO_PROJECT", "CI_PROJECT"},
 		fieldReuseTokens: true, fieldReuseMinRemaining: int64(1800),
+		fieldUpdatedAt: written, fieldPasswordUpdatedAt: written, fieldVerifiedAt: written,
+		fieldLastLoginAt: "", fieldLastError: "", fieldLastErrorAt: "", fieldLoginRefusedUntil: "",
+		fieldSharedTokenID: "", fieldSharedTokenExpiresAt: "",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("role read = %#v\nwant %#v", got, want)
@@ -48,6 +52,13 @@ func TestRoleCreateReadListDelete(t *testing.T) {
 	}
 	if keys := resp.Data["keys"]; !reflect.DeepEqual(keys, []string{"team-a-ci", "team-b-ci"}) {
 		t.Fatalf("list = %v", keys)
+	}
+	wantInfo := map[string]any{
+		"team-a-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: true, fieldDescription: "CI of team A", fieldProjects: []string{"DEMO_PROJECT", "CI_PROJECT"}},
+		"team-b-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: false, fieldDescription: "", fieldProjects: []string{}},
+	}
+	if info := resp.Data["key_info"]; !reflect.DeepEqual(info, wantInfo) {
+		t.Fatalf("list key_info = %#v\nwant %#v", info, wantInfo)
 	}
 
 	if _, err := env.do(logical.DeleteOperation, "roles/team-a-ci", nil); err != nil {
@@ -450,5 +461,54 @@ func TestRoleVerifyHugeProjectListing(t *testing.T) {
 	// Server and client together allocate a few MiB per page.
 	if mib := (after.TotalAlloc - before.TotalAlloc) >> 20; mib > 256 {
 		t.Fatalf("the verify allocated %d MiB", mib)
+	}
+}
+
+// The role read shows what the engine knows of the role now, and when the
+// stored login last changed; never a password or a token value (the
+// test's leak check scans every read).
+func TestRoleStatus(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true})
+	created := env.clock.Now().Format(time.RFC3339)
+
+	env.clock.Advance(time.Minute)
+	creds := env.mustRead("creds/ci").Data
+	got := env.mustRead("roles/ci").Data
+	if got[fieldLastLoginAt] != env.clock.Now().Format(time.RFC3339) || got[fieldSharedTokenID] != creds[fieldTokenID] ||
+		got[fieldSharedTokenExpiresAt] != creds[fieldExpiresAt] || got[fieldLastError] != "" || got[fieldLoginRefusedUntil] != "" {
+		t.Errorf("after a read the role reads %#v", got)
+	}
+
+	// A write that keeps the password keeps password_updated_at; one that
+	// changes the login without verifying clears verified_at.
+	env.clock.Advance(time.Minute)
+	env.mustWrite("roles/ci", map[string]any{fieldTTL: "10m"})
+	got = env.mustRead("roles/ci").Data
+	if got[fieldUpdatedAt] != env.clock.Now().Format(time.RFC3339) || got[fieldPasswordUpdatedAt] != created || got[fieldVerifiedAt] != created {
+		t.Errorf("after a ttl write: updated_at %v password_updated_at %v verified_at %v", got[fieldUpdatedAt], got[fieldPasswordUpdatedAt], got[fieldVerifiedAt])
+	}
+	// The write dropped the runtime state with the shared token.
+	if got[fieldLastLoginAt] != "" || got[fieldSharedTokenID] != "" {
+		t.Errorf("runtime state survived the write: %#v", got)
+	}
+	env.mustWrite("roles/ci", map[string]any{fieldPassword: "not-the-password", fieldVerify: false})
+	env.secrets = append(env.secrets, "not-the-password")
+	got = env.mustRead("roles/ci").Data
+	if got[fieldPasswordUpdatedAt] != env.clock.Now().Format(time.RFC3339) || got[fieldVerifiedAt] != "" {
+		t.Errorf("after an unverified password write: password_updated_at %v verified_at %v", got[fieldPasswordUpdatedAt], got[fieldVerifiedAt])
+	}
+
+	resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+	got = env.mustRead("roles/ci").Data
+	until := env.clock.Now().Add(defaultRejectedLoginBackoff).Format(time.RFC3339)
+	if !strings.HasPrefix(errorText(resp, err), got[fieldLastError].(string)) || got[fieldLastError] == "" ||
+		got[fieldLastErrorAt] != env.clock.Now().Format(time.RFC3339) || got[fieldLoginRefusedUntil] != until {
+		t.Errorf("after a rejected read (%q) the role reads %#v", errorText(resp, err), got)
+	}
+	// The memory ends on time.
+	env.clock.Advance(defaultRejectedLoginBackoff)
+	if got := env.mustRead("roles/ci").Data[fieldLoginRefusedUntil]; got != "" {
+		t.Errorf("login_refused_until %v after the backoff", got)
 	}
 }

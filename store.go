@@ -45,6 +45,10 @@ type roleState struct {
 	// successSeq the start number (backend.loginSeq) of that login.
 	lastLogin  time.Time
 	successSeq uint64
+	// lastError is the text of the role's last failed login, as its reader
+	// got it, and lastErrorAt when it failed.
+	lastError   string
+	lastErrorAt time.Time
 	// rejection is a login MetaKraftwerk rejected, remembered for a while.
 	rejection *loginRejection
 }
@@ -135,4 +139,17 @@ func (s *memStore) putClient(epoch uint64, client *mkclient.Client, cfg *mkConfi
 	}
 	s.client, s.clientCfg = client, cfg
 	return true
+}
+
+// sharedTokens returns the expiry of every role's shared token.
+func (s *memStore) sharedTokens() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]time.Time)
+	for name, rs := range s.roles {
+		if rs.token != nil {
+			out[name] = rs.token.ExpiresAt
+		}
+	}
+	return out
 }

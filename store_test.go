@@ -85,7 +85,7 @@ func TestStoreClientFollowsResets(t *testing.T) {
 	_, _, epoch := env.b.store.getClient()
 	env.b.store.reset()
 	cfg := defaultConfig()
-	client, err := cfg.newClient()
+	client, err := cfg.newClient(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,10 +27,12 @@ type issuedToken struct {
 	Attempts   int
 }
 
-// login logs in to MetaKraftwerk with the role's login.
-func login(ctx context.Context, client *mkclient.Client, role *roleEntry, now func() time.Time) (*issuedToken, error) {
+// login logs in to MetaKraftwerk with the role's login and counts it in
+// the metrics under purpose.
+func (b *backend) login(ctx context.Context, client *mkclient.Client, name string, role *roleEntry, purpose string) (*issuedToken, error) {
 	start := time.Now()
 	res, err := client.Login(ctx, role.Email, role.Password)
+	b.metrics.login(name, purpose, time.Since(start), err)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +47,7 @@ func login(ctx context.Context, client *mkclient.Client, role *roleEntry, now fu
 		Attempts:    res.Attempts,
 	}
 	if tok.ExpAssumed {
-		tok.ExpiresAt = now().Add(documentedTokenLifetime).UTC()
+		tok.ExpiresAt = b.now().Add(documentedTokenLifetime).UTC()
 	}
 	if tok.Email == "" {
 		tok.Email = role.Email

@@ -192,8 +192,15 @@ func TestHAClusterFailover(t *testing.T) {
 	if got := s.MK.Stats().Logins - logins; got != int64(len(standbyLeases)) {
 		t.Errorf("%d reads through standbys made %d logins", len(standbyLeases), got)
 	}
-	// A standby-minted lease revokes, through the standby.
+	// The role's runtime status and the metrics live on the active node;
+	// a standby answers them from there, not from its own plugin process.
 	standby := s.Nodes[1]
+	if st := fields(mustCLIAt(t, s, standby, "read", mount+"/roles/team-a-ci")); st["last_login_at"] == "" {
+		t.Errorf("role read through %s has no last_login_at: %v", standby.Name, st)
+	}
+	scrape(t, standby.Addr, s.Token).expect(t, float64(len(standbyLeases)), "metakraftwerk_creds_issued_total", "role=team-a-ci", "source=login")
+
+	// A standby-minted lease revokes, through the standby.
 	if _, errOut, err := s.CLIAt(standby, s.Token, "lease", "revoke", "-sync", standbyLeases[0]); err != nil {
 		t.Fatalf("revoke through %s: %v\n%s", standby.Name, err, errOut)
 	}
@@ -253,6 +260,15 @@ func TestHAClusterFailover(t *testing.T) {
 }
 
 // pluginGoroutines reads the plugin's goroutine count from its pprof endpoint.
+func mustCLIAt(t *testing.T, s *Stack, n *Node, args ...string) string {
+	t.Helper()
+	out, errOut, err := s.CLIAt(n, s.Token, args...)
+	if err != nil {
+		t.Fatalf("%s: vault %s: %v\n%s", n.Name, strings.Join(args, " "), err, errOut)
+	}
+	return out
+}
+
 func pluginGoroutines(t *testing.T, addr string) int {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")

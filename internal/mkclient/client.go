@@ -68,6 +68,8 @@ type Config struct {
 	MaxRetries int
 	// UserAgent is sent on every request; empty means the package default.
 	UserAgent string
+	// OnRetry, when set, is called before every attempt after the first.
+	OnRetry func()
 }
 
 // Client talks to one MetaKraftwerk installation. It is safe for concurrent use.
@@ -109,15 +111,20 @@ func New(cfg Config) (*Client, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	rc := &retryablehttp.Client{
-		HTTPClient:      httpClient,
-		Logger:          nil, // the engine logs what matters itself, without URLs or bodies
-		RetryWaitMin:    retryWaitMin,
-		RetryWaitMax:    retryWaitMax,
-		RetryMax:        max(cfg.MaxRetries, 0),
-		CheckRetry:      checkRetry,
-		Backoff:         backoff,
-		ErrorHandler:    retryablehttp.PassthroughErrorHandler,
-		RequestLogHook:  countAttempt,
+		HTTPClient:   httpClient,
+		Logger:       nil, // the engine logs what matters itself, without URLs or bodies
+		RetryWaitMin: retryWaitMin,
+		RetryWaitMax: retryWaitMax,
+		RetryMax:     max(cfg.MaxRetries, 0),
+		CheckRetry:   checkRetry,
+		Backoff:      backoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		RequestLogHook: func(_ retryablehttp.Logger, req *http.Request, retry int) {
+			countAttempt(req)
+			if retry > 0 && cfg.OnRetry != nil {
+				cfg.OnRetry()
+			}
+		},
 		ResponseLogHook: recordStatus,
 	}
 	ua := cfg.UserAgent
@@ -138,7 +145,7 @@ type callStats struct {
 
 type statsKey struct{}
 
-func countAttempt(_ retryablehttp.Logger, req *http.Request, _ int) {
+func countAttempt(req *http.Request) {
 	if s, ok := req.Context().Value(statsKey{}).(*callStats); ok {
 		s.attempts.Add(1)
 	}

@@ -1,0 +1,4 @@
+# Prometheus may read the engine's metrics, and nothing else.
+path "metakraftwerk/metrics" {
+  capabilities = ["read"]
+}

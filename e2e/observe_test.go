@@ -1,0 +1,257 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// TestObserveRoles is the on-call view through the real CLI and HTTP API:
+// list -detailed, the role status, verify-role, and the metrics scraped
+// with a policy-limited token and parsed by Prometheus's own parser, with
+// the exact counts the issue names.
+func TestObserveRoles(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t, StackOptions{})
+	s.CreateRole("team-a-ci", teamAEmail, teamAPassword, "reuse_tokens=true", "description=shared CI token")
+	s.MustCLI("write", mount+"/roles/team-b-ci", "email="+teamBEmail, "password=not-the-password", "verify=false")
+	s.addSecret("not-the-password")
+
+	list := s.MustCLI("list", "-detailed", mount+"/roles")
+	for _, want := range []string{"email", "reuse_tokens", "description", "projects", teamAEmail, "shared CI token", teamBEmail} {
+		if !strings.Contains(list, want) {
+			t.Errorf("list -detailed lacks %q:\n%s", want, list)
+		}
+	}
+
+	var expiresAt string
+	for range 5 {
+		expiresAt = fields(s.MustCLI("read", mount+"/creds/team-a-ci"))["expires_at"]
+	}
+	for range 3 {
+		if _, errOut, err := s.CLI("read", mount+"/creds/team-b-ci"); err == nil || !strings.Contains(errOut, "rejected the login") {
+			t.Fatalf("a wrong password read: %v\n%s", err, errOut)
+		}
+	}
+
+	role := fields(s.MustCLI("read", mount+"/roles/team-a-ci"))
+	for _, f := range []string{"last_login_at", "shared_token_id", "updated_at", "password_updated_at", "verified_at"} {
+		if role[f] == "" {
+			t.Errorf("role read: %s is empty\n%v", f, role)
+		}
+	}
+	if role["shared_token_expires_at"] != expiresAt {
+		t.Errorf("shared_token_expires_at %q, want the token's %q", role["shared_token_expires_at"], expiresAt)
+	}
+	wrong := fields(s.MustCLI("read", mount+"/roles/team-b-ci"))
+	if !strings.Contains(wrong["last_error"], "rejected the login") || wrong["login_refused_until"] == "" {
+		t.Errorf("the rejected role reads %v", wrong)
+	}
+
+	verified := fields(s.MustCLI("write", mount+"/verify-role/team-a-ci"))
+	if verified["verified"] != "true" || verified["user_id"] != "11" || verified["verified_at"] == "" {
+		t.Errorf("verify-role: %v", verified)
+	}
+
+	s.MustCLI("policy", "write", "metrics", filepath.Join(repoRoot(t), "bootstrap", "policies", "metrics.hcl"))
+	token := strings.TrimSpace(s.MustCLI("token", "create", "-policy=metrics", "-field=token"))
+	m := scrape(t, s.Addr, token)
+	m.expect(t, 1, "metakraftwerk_creds_issued_total", "role=team-a-ci", "source=login")
+	m.expect(t, 4, "metakraftwerk_creds_issued_total", "role=team-a-ci", "source=shared")
+	m.expect(t, 1, "metakraftwerk_logins_total", "role=team-b-ci", "purpose=creds", "outcome=rejected")
+	m.expect(t, 2, "metakraftwerk_creds_refused_total", "role=team-b-ci")
+	m.expect(t, 2, "metakraftwerk_logins_total", "role=team-a-ci", "purpose=verify", "outcome=success")
+	m.expect(t, 1, "metakraftwerk_build_info", "version="+s.Version)
+	if v, ok := m.value("metakraftwerk_shared_token_expiry_timestamp_seconds", "role=team-a-ci"); !ok ||
+		time.Unix(int64(v), 0).UTC().Format(time.RFC3339) != expiresAt {
+		t.Errorf("shared token expiry gauge %v (present %v), want %s", v, ok, expiresAt)
+	}
+
+	// The metrics token reads nothing else, and a token without the policy
+	// cannot scrape.
+	if _, errOut, err := s.CLIAs(token, "read", mount+"/roles/team-a-ci"); err == nil || !strings.Contains(errOut, "Code: 403") {
+		t.Errorf("the metrics token reads a role: %v %s", err, errOut)
+	}
+	other := strings.TrimSpace(s.MustCLI("token", "create", "-policy=default", "-field=token"))
+	if code, _, _ := get(t, s.Addr+"/v1/"+mount+"/metrics", other); code != http.StatusForbidden {
+		t.Errorf("scrape with the default policy: HTTP %d, want 403", code)
+	}
+
+	// A deleted role's series disappear.
+	s.MustCLI("delete", mount+"/roles/team-b-ci")
+	m = scrape(t, s.Addr, token)
+	if _, ok := m.value("metakraftwerk_creds_refused_total", "role=team-b-ci"); ok {
+		t.Error("the deleted role's series are still served")
+	}
+
+	promBin := requiredEnv(t, "PROMETHEUS_BIN")
+	prometheusSeesCounter(t, s, promBin, token)
+}
+
+// prometheusSeesCounter runs a real Prometheus with the scrape job of
+// bootstrap/prometheus/prometheus.yml and asks its query API for the
+// counter the stack produced.
+func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
+	dir := filepath.Join(s.Dir, "prometheus")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "vault-metrics-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(repoRoot(t), "bootstrap", "prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := strings.TrimPrefix(s.Addr, "http://")
+	cfg := strings.NewReplacer(
+		"scrape_interval: 30s", "scrape_interval: 1s",
+		"scheme: https", "scheme: http",
+		"/etc/prometheus/vault-metrics-token", tokenFile,
+		"vault.example.com:8200", target,
+	).Replace(string(example))
+	if cfg == string(example) {
+		t.Fatal("the example scrape config did not take the test's target")
+	}
+	cfgFile := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePortPair(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	})
+
+	query := `metakraftwerk_creds_issued_total{job="vault-metakraftwerk",role="team-a-ci",source="shared"}`
+	var last string
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		code, body, err := get(t, "http://"+addr+"/api/v1/query?query="+url.QueryEscape(query), "")
+		if err == nil && code == http.StatusOK {
+			var res struct {
+				Data struct {
+					Result []struct {
+						Value [2]any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			if json.Unmarshal(body, &res) == nil && len(res.Data.Result) == 1 && res.Data.Result[0].Value[1] == "4" {
+				return
+			}
+			last = string(body)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	logs, _ := os.ReadFile(logFile.Name())
+	t.Fatalf("Prometheus never saw %s = 4; last answer %s\n%s", query, last, tail(string(logs), 20))
+}
+
+func get(t *testing.T, rawURL, token string) (int, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// scraped is one parsed scrape of <mount>/metrics.
+type scraped map[string]*dto.MetricFamily
+
+// scrape GETs the metrics through the server's HTTP API, checks the
+// exposition content type and parses the body with Prometheus's parser.
+func scrape(t *testing.T, addr, token string) scraped {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, addr+"/v1/"+mount+"/metrics", nil)
+	req.Header.Set("X-Vault-Token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: HTTP %d %s", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/plain; version=0.0.4; charset=utf-8" {
+		t.Fatalf("scrape content type %q", ct)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("parsing the scrape: %v\n%s", err, body)
+	}
+	return fams
+}
+
+func (m scraped) value(name string, labels ...string) (float64, bool) {
+	mf := m[name]
+	if mf == nil {
+		return 0, false
+	}
+next:
+	for _, metric := range mf.GetMetric() {
+		if len(metric.GetLabel()) != len(labels) {
+			continue
+		}
+		for _, l := range metric.GetLabel() {
+			found := false
+			for _, want := range labels {
+				found = found || want == l.GetName()+"="+l.GetValue()
+			}
+			if !found {
+				continue next
+			}
+		}
+		if c := metric.GetCounter(); c != nil {
+			return c.GetValue(), true
+		}
+		return metric.GetGauge().GetValue(), true
+	}
+	return 0, false
+}
+
+func (m scraped) expect(t *testing.T, want float64, name string, labels ...string) {
+	t.Helper()
+	if got, ok := m.value(name, labels...); !ok || got != want {
+		t.Errorf("%s%v = %v (present %v), want %v", name, labels, got, ok, want)
+	}
+}
