@@ -149,10 +149,11 @@ func main() {
 	// other, minutes apart, they also compare the machine's moods; so the
 	// ones the targets use run again interleaved, in rounds.
 	must(setLatency(st, 0))
-	targets := interleaved(map[string]func() error{
-		scenarioNoopLease: byName[scenarioNoopLease], scenarioLogin: byName[scenarioLogin],
+	procs := stackProcs(st)
+	targets, cpu := interleaved(map[string]func() error{
+		scenarioKV: byName[scenarioKV], scenarioNoopLease: byName[scenarioNoopLease], scenarioLogin: byName[scenarioLogin],
 		scenarioFresh: byName[scenarioFresh], scenarioReused: byName[scenarioReused],
-	}, 7, max(int(200**scale), 10))
+	}, 7, max(int(400**scale), 10), procs)
 
 	// Memory: 10,000 creds reads without reuse at concurrency 32, 0 ms upstream.
 	pid := pluginPID(st)
@@ -160,7 +161,7 @@ func main() {
 	loadgen.Run(32, 10000, byName[scenarioFresh])
 	rssAfter := rss(pid)
 
-	report := render(st, results, targets, rssBefore, rssAfter)
+	report := render(st, results, targets, rssBefore, rssAfter) + renderCPU(procs, cpu)
 	fmt.Print(report)
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
@@ -173,25 +174,77 @@ func main() {
 }
 
 // interleaved measures each scenario at concurrency 1 in rounds of n reads,
-// taking turns, and returns each one's median p50 over the rounds.
-func interleaved(scenarios map[string]func() error, rounds, n int) map[string]time.Duration {
+// taking turns, and returns each one's median p50 over the rounds and the
+// CPU time per read each process of procs spent, over all rounds.
+func interleaved(scenarios map[string]func() error, rounds, n int, procs []proc) (map[string]time.Duration, map[string][]time.Duration) {
 	names := make([]string, 0, len(scenarios))
 	for name := range scenarios {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	p50s := map[string][]time.Duration{}
+	cpu := map[string][]time.Duration{}
 	for range rounds {
 		for _, name := range names {
+			before := cpuTimes(procs)
 			p50s[name] = append(p50s[name], loadgen.Run(1, n, scenarios[name]).Percentile(0.5))
+			after := cpuTimes(procs)
+			if cpu[name] == nil {
+				cpu[name] = make([]time.Duration, len(procs))
+			}
+			for i := range procs {
+				cpu[name][i] += after[i] - before[i]
+			}
 		}
 	}
 	out := map[string]time.Duration{}
 	for name, v := range p50s {
 		slices.Sort(v)
 		out[name] = v[len(v)/2]
+		for i := range cpu[name] {
+			cpu[name][i] /= time.Duration(rounds * n)
+		}
+	}
+	return out, cpu
+}
+
+// proc is a process of the stack whose CPU time the bench reads.
+type proc struct {
+	name string
+	pid  int
+}
+
+func cpuTimes(procs []proc) []time.Duration {
+	out := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		t, err := loadgen.CPUTime(p.pid)
+		if err != nil {
+			log.Fatalf("CPU time of %s: %v", p.name, err)
+		}
+		out[i] = t
 	}
 	return out
+}
+
+// stackProcs are Vault, the two plugins and the stand-in.
+func stackProcs(st *stack) []proc {
+	pidFile := func(name string) int {
+		data, err := os.ReadFile(filepath.Join(st.stateDir, name+".pid"))
+		must(err)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		must(err)
+		return pid
+	}
+	noop := loadgen.PIDs(filepath.Join(st.stateDir, "plugins", "noop-plugin"))
+	if len(noop) == 0 {
+		log.Fatal("no no-op plugin process found")
+	}
+	return []proc{
+		{"server", pidFile("vault")},
+		{"metakraftwerk plugin", pluginPID(st)},
+		{"no-op plugin", noop[0]},
+		{"stand-in", pidFile("devserver")},
+	}
 }
 
 func cellSize(conc int, latency time.Duration, scale float64) int {
@@ -433,6 +486,31 @@ func render(st *stack, results []result, targets map[string]time.Duration, rssBe
 		ms(fresh-floor-login), ratio(fresh, floor+login))
 	fmt.Fprintf(&b, "- concurrency 32, 50 ms upstream, no reuse: %.0f reads/s ≥ 80%% of 640 = 512: %s\n", slow.PerSec, check(slow.PerSec >= 512))
 	fmt.Fprintf(&b, "- plugin RSS %.1f MB ≤ 40 MB after 10,000 reads: %s\n", float64(rssAfter)/1e6, check(rssAfter > 0 && rssAfter <= 40e6))
+	return b.String()
+}
+
+// renderCPU is the CPU time per read of each process, and the fresh read's
+// against the sum of its parts.
+func renderCPU(procs []proc, cpu map[string][]time.Duration) string {
+	var b strings.Builder
+	us := func(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond)) }
+	fmt.Fprintf(&b, "\nCPU time per read, µs (user + system from each process's /proc/<pid>/stat; concurrency 1, 0 ms upstream, the interleaved rounds):\n\n| scenario |")
+	for _, p := range procs {
+		fmt.Fprintf(&b, " %s |", p.name)
+	}
+	fmt.Fprintf(&b, " total |\n| --- |%s ---: |\n", strings.Repeat(" ---: |", len(procs)))
+	total := map[string]time.Duration{}
+	for _, name := range []string{scenarioKV, scenarioNoopLease, scenarioLogin, scenarioReused, scenarioFresh} {
+		fmt.Fprintf(&b, "| %s |", name)
+		for _, d := range cpu[name] {
+			fmt.Fprintf(&b, " %s |", us(d))
+			total[name] += d
+		}
+		fmt.Fprintf(&b, " %s |\n", us(total[name]))
+	}
+	floor, login, fresh := total[scenarioNoopLease], total[scenarioLogin], total[scenarioFresh]
+	fmt.Fprintf(&b, "\nfresh creds %s µs = floor %s µs + direct login %s µs + %s µs of the engine's own (metrics included)\n",
+		us(fresh), us(floor), us(login), us(fresh-floor-login))
 	return b.String()
 }
 

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"errors"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,5 +46,28 @@ func TestRSSAndPIDs(t *testing.T) {
 	}
 	if pids := PIDs("no-such-process-" + time.Now().Format("150405.000000")); len(pids) != 0 {
 		t.Fatalf("found %v", pids)
+	}
+}
+
+// CPUTime follows the process's own accounting: burning CPU raises it by
+// about what was burnt, and never by more than the wall time allows.
+func TestCPUTime(t *testing.T) {
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for x := 0; time.Since(start) < 300*time.Millisecond; x++ {
+		_ = x * x
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used := after - before; used < 150*time.Millisecond || used > time.Since(start)*time.Duration(runtime.NumCPU())+20*time.Millisecond {
+		t.Fatalf("300 ms of spinning used %s of CPU", used)
+	}
+	if _, err := CPUTime(1 << 30); err == nil {
+		t.Fatal("CPU time of a missing process")
 	}
 }
