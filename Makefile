@@ -12,19 +12,28 @@ SHELL        := /usr/bin/env bash
 
 MODULE       := github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk
 PLUGIN       := vault-plugin-secrets-metakraftwerk
-VERSION      ?= v0.1.0-dev
+# One version source: the tag (git describe), v0.0.0-dev without one.
+ifeq ($(origin VERSION),undefined)
+VERSION      := $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-dev)
+endif
 LDFLAGS      := -s -w -X $(MODULE).Version=$(VERSION)
+# The plugin's build, the same for make build, make release and make oci: a
+# static binary (no cgo, so it runs on musl-based images too), no local
+# paths and no VCS stamp, so the same source and toolchain give the same bytes.
+GO_BUILD      = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
 GO           ?= go
 BIN          := $(CURDIR)/bin
-DIST         := $(CURDIR)/dist
+DIST         ?= $(CURDIR)/dist
 FUZZTIME     ?= 30s
 E2E_TIMEOUT  ?= 25m
-RELEASE_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 # The server the local stack (demo, up, bench) runs on: vault or openbao.
 PLATFORM     ?= vault
 # The e2e platforms (vault, vault-lts, openbao); empty means vault, plus
 # openbao when a bao binary is found. Named platforms are required.
 E2E_PLATFORMS ?=
+
+GPG_KEY_ID   ?=
 
 export VERSION PLATFORM
 
@@ -35,7 +44,7 @@ help: ## list the targets
 .PHONY: build
 build: ## build the plugin and the stand-in server into bin/ (version stamped)
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
+	$(GO_BUILD) -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
 	$(GO) build -trimpath -o $(BIN)/metakraftwerk-devserver ./cmd/metakraftwerk-devserver
 
 .PHONY: vault
@@ -92,16 +101,42 @@ down: ## tear down the local stack started by `make up`
 bench: build ## side-by-side benchmark on the local stack; results in .bench/ (outside git)
 	$(GO) run ./bench -repo $(CURDIR) -out $(CURDIR)/.bench
 
-.PHONY: release
-release: ## cross-compile the plugin for all platforms with SHA256SUMS into dist/
-	@rm -rf $(DIST) && mkdir -p $(DIST)
-	@for p in $(RELEASE_PLATFORMS); do \
+TOOLS       := $(DIST)/.tools
+RELEASE_BIN := $(DIST)/.bin
+
+# release-tools builds the packaging tools of the nested tools/ module.
+.PHONY: release-tools
+release-tools:
+	@mkdir -p $(TOOLS)
+	cd tools && $(GO) build -o $(TOOLS)/release ./release && \
+	  $(GO) build -o $(TOOLS)/cyclonedx-gomod github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
+	$(TOOLS)/release check-version -version $(VERSION)
+
+# release-binaries builds the plugin for each of PLATFORMS into RELEASE_BIN.
+.PHONY: release-binaries
+release-binaries:
+	@rm -rf $(RELEASE_BIN)
+	@for p in $(PLATFORMS); do \
 	  os=$${p%/*}; arch=$${p#*/}; ext=; [[ $$os == windows ]] && ext=.exe; \
-	  out=$(DIST)/$(PLUGIN)_$(VERSION)_$${os}_$${arch}$$ext; \
-	  echo "building $$out"; \
-	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/$(PLUGIN); \
+	  echo "building $$os/$$arch"; \
+	  GOOS=$$os GOARCH=$$arch $(GO_BUILD) -o $(RELEASE_BIN)/$${os}_$${arch}/$(PLUGIN)$$ext ./cmd/$(PLUGIN); \
 	done
-	cd $(DIST) && sha256sum $(PLUGIN)_* > SHA256SUMS && cat SHA256SUMS
+
+.PHONY: release
+release: ## VERSION=vX.Y.Z: zips for 6 platforms, SHA256SUMS (+ .sig with GPG_KEY_ID), binary sums, SBOM into dist/
+	@rm -rf $(DIST)/$(PLUGIN)_*
+	$(MAKE) --no-print-directory release-tools
+	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(RELEASE_PLATFORMS)"
+	$(TOOLS)/release package -version $(VERSION) -bin $(RELEASE_BIN) -license $(CURDIR)/LICENSE \
+	  -out $(DIST) -sbom-tool $(TOOLS)/cyclonedx-gomod -gpg-key "$(GPG_KEY_ID)"
+	@cd $(DIST) && ls -1 $(PLUGIN)_* && cat $(PLUGIN)_$(patsubst v%,%,$(VERSION))_SHA256SUMS
+
+.PHONY: oci
+oci: ## VERSION=vX.Y.Z: OCI image layout (linux amd64+arm64) for OpenBao's plugin stanza, in dist/
+	$(MAKE) --no-print-directory release-tools
+	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(filter linux/%,$(RELEASE_PLATFORMS))"
+	$(TOOLS)/release oci -version $(VERSION) -bin $(RELEASE_BIN) -out $(DIST)/$(PLUGIN)_$(patsubst v%,%,$(VERSION))_oci
+	@echo "image layout: $(DIST)/$(PLUGIN)_$(patsubst v%,%,$(VERSION))_oci"
 
 .PHONY: clean
 clean: ## remove build output

@@ -22,7 +22,7 @@ import (
 
 // Version is the plugin version reported to Vault; the Makefile stamps it
 // with -ldflags "-X ...metakraftwerk.Version=vX.Y.Z".
-var Version = "v0.1.0-dev"
+var Version = "v0.0.0-dev"
 
 // Factory creates the backend; Vault calls it when the engine is mounted.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
@@ -130,6 +130,8 @@ expiry_leeway before the token's exp claim.
 MetaKraftwerk cannot invalidate a token, so revoking a lease contacts nothing
 and always succeeds; the token stays usable until it expires.
 
-Paths: config (connection settings, optional), roles/<name> (logins),
-creds/<name> (mint a token), rotate-role/<name> (retire a role's shared token).
+Paths: config (connection settings, optional), roles/<name> (logins and
+their status), creds/<name> (mint a token), rotate-role/<name> (retire a
+role's shared token), verify-role/<name> (check a login without minting a
+token for anyone), metrics (Prometheus metrics of this mount).
 `

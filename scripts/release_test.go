@@ -1,0 +1,295 @@
+package scripts
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestReleaseIsReproducibleSignedAndComplete runs the README's `make
+// release` for this machine's platform twice, from two copies of the source
+// in different directories, and checks what an operator relies on: the
+// same bytes both times, a signature gpg verifies (made with a throwaway
+// key), zips in HashiCorp's layout holding the binary and LICENSE, the
+// binary's published sha256, an SBOM naming every module compiled in, and
+// that `make build` gives the very same static binary. CI runs it for all
+// six platforms (RELEASE_TEST_PLATFORMS).
+func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Fatal("gpg is needed to test release signatures (Debian package gnupg)")
+	}
+	repo := repoRoot(t)
+	platforms := os.Getenv("RELEASE_TEST_PLATFORMS")
+	if platforms == "" {
+		platforms = runtime.GOOS + "/" + runtime.GOARCH
+	}
+	const version = "v0.0.0-reprotest"
+	prefix := "vault-plugin-secrets-metakraftwerk_0.0.0-reprotest"
+	tmp := t.TempDir()
+
+	gnupg := filepath.Join(tmp, "gnupg")
+	if err := os.Mkdir(gnupg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	gpgEnv := append(os.Environ(), "GNUPGHOME="+gnupg)
+	run(t, repo, gpgEnv, "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+		"--quick-gen-key", "Release Test <release-test@example.invalid>", "ed25519", "sign", "never")
+	var fpr string
+	for _, line := range strings.Split(run(t, repo, gpgEnv, "gpg", "--batch", "--with-colons", "--list-secret-keys"), "\n") {
+		if f := strings.Split(line, ":"); f[0] == "fpr" && fpr == "" {
+			fpr = f[9]
+		}
+	}
+	if fpr == "" {
+		t.Fatal("no fingerprint for the throwaway key")
+	}
+
+	// The second copy lives elsewhere, so paths cannot leak into the bytes.
+	copyDir := filepath.Join(tmp, "elsewhere", "src")
+	copySource(t, repo, copyDir)
+	distA, distB := filepath.Join(tmp, "dist-a"), filepath.Join(tmp, "dist-b")
+	make := func(dir string, env []string, args ...string) {
+		run(t, dir, env, "make", append([]string{"--no-print-directory"}, args...)...)
+	}
+	make(repo, gpgEnv, "release", "VERSION="+version, "RELEASE_PLATFORMS="+platforms, "DIST="+distA, "GPG_KEY_ID="+fpr)
+	make(copyDir, os.Environ(), "release", "VERSION="+version, "RELEASE_PLATFORMS="+platforms, "DIST="+distB)
+
+	sumsName := prefix + "_SHA256SUMS"
+	sums := readFile(t, filepath.Join(distA, sumsName))
+	if got := readFile(t, filepath.Join(distB, sumsName)); got != sums {
+		t.Fatalf("two builds of %s differ:\n%s\n---\n%s", version, sums, got)
+	}
+	var listed []string
+	for _, line := range strings.Split(strings.TrimSpace(sums), "\n") {
+		sum, name, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("malformed line %q", line)
+		}
+		listed = append(listed, name)
+		a, b := readFile(t, filepath.Join(distA, name)), readFile(t, filepath.Join(distB, name))
+		if a != b {
+			t.Errorf("%s differs between the two builds", name)
+		}
+		if h := sha256.Sum256([]byte(a)); hex.EncodeToString(h[:]) != sum {
+			t.Errorf("%s: SHA256SUMS says %s", name, sum)
+		}
+	}
+	t.Logf("SHA256SUMS of both builds:\n%s", sums)
+
+	// The signature verifies, and not over anything else.
+	sig := filepath.Join(distA, sumsName+".sig")
+	run(t, repo, gpgEnv, "gpg", "--batch", "--verify", sig, filepath.Join(distA, sumsName))
+	tampered := filepath.Join(tmp, "tampered")
+	if err := os.WriteFile(tampered, []byte(strings.Replace(sums, "0", "1", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gpg", "--batch", "--homedir", gnupg, "--verify", sig, tampered).CombinedOutput(); err == nil {
+		t.Errorf("a tampered SHA256SUMS verified:\n%s", out)
+	}
+
+	binSums := readFile(t, filepath.Join(distA, prefix+"_binaries_SHA256SUMS"))
+	sbom := readFile(t, filepath.Join(distA, prefix+"_sbom.cdx.json"))
+	for _, p := range strings.Fields(platforms) {
+		plat := strings.Replace(p, "/", "_", 1)
+		zipName := prefix + "_" + plat + ".zip"
+		if !contains(listed, zipName) {
+			t.Errorf("SHA256SUMS does not list %s", zipName)
+		}
+		binName := "vault-plugin-secrets-metakraftwerk"
+		if strings.HasPrefix(plat, "windows_") {
+			binName += ".exe"
+		}
+		bin := checkZip(t, filepath.Join(distA, zipName), binName, readFile(t, filepath.Join(repo, "LICENSE")))
+		h := sha256.Sum256(bin)
+		if want := hex.EncodeToString(h[:]) + "  " + plat + "/" + binName; !strings.Contains(binSums, want+"\n") {
+			t.Errorf("the binary sums lack %q:\n%s", want, binSums)
+		}
+		binFile := filepath.Join(tmp, plat+"-"+binName)
+		if err := os.WriteFile(binFile, bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		checkSBOM(t, sbom, binFile, version)
+		if strings.HasPrefix(plat, "linux_") {
+			checkStatic(t, binFile)
+		}
+		if p == runtime.GOOS+"/"+runtime.GOARCH {
+			binDir := filepath.Join(tmp, "make-build")
+			make(repo, os.Environ(), "build", "VERSION="+version, "BIN="+binDir)
+			if !bytes.Equal(bin, []byte(readFile(t, filepath.Join(binDir, binName)))) {
+				t.Errorf("make build and make release give different %s binaries", p)
+			}
+		}
+	}
+}
+
+// checkZip returns the binary of a release zip after checking that it holds
+// exactly the binary (mode 0755) and LICENSE, in that order.
+func checkZip(t *testing.T, path, binName, license string) []byte {
+	t.Helper()
+	zr, err := zip.OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	var names []string
+	var bin []byte
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f.Name {
+		case binName:
+			bin = data
+			if f.Mode().Perm() != 0o755 {
+				t.Errorf("%s: %s has mode %s", path, binName, f.Mode())
+			}
+		case "LICENSE":
+			if string(data) != license {
+				t.Errorf("%s: LICENSE is not the repository's", path)
+			}
+		}
+	}
+	if strings.Join(names, ",") != binName+",LICENSE" {
+		t.Fatalf("%s holds %v, want %s and LICENSE", path, names, binName)
+	}
+	return bin
+}
+
+// checkSBOM fails unless every module `go version -m` finds in the binary
+// is a component of the SBOM, with its version, and the main module has
+// the release version.
+func checkSBOM(t *testing.T, sbom, binFile, version string) {
+	t.Helper()
+	var doc struct {
+		BOMFormat string `json:"bomFormat"`
+		Metadata  struct {
+			Component struct{ Name, Version string }
+		}
+		Components []struct{ Name, Version string }
+	}
+	if err := json.Unmarshal([]byte(sbom), &doc); err != nil || doc.BOMFormat != "CycloneDX" {
+		t.Fatalf("the SBOM is not CycloneDX JSON: %v", err)
+	}
+	if doc.Metadata.Component.Version != version {
+		t.Errorf("the SBOM describes version %q, want %s", doc.Metadata.Component.Version, version)
+	}
+	have := map[string]bool{}
+	for _, c := range doc.Components {
+		have[c.Name+"@"+c.Version] = true
+	}
+	out, err := exec.Command("go", "version", "-m", binFile).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == "dep" {
+			n++
+			if !have[f[1]+"@"+f[2]] {
+				t.Errorf("the SBOM lacks %s@%s, compiled into %s", f[1], f[2], filepath.Base(binFile))
+			}
+		}
+		if len(f) >= 2 && f[0] == "build" && strings.HasPrefix(f[1], "-ldflags=") && !strings.Contains(f[1], "Version="+version) {
+			t.Errorf("%s is not stamped with %s: %s", filepath.Base(binFile), version, f[1])
+		}
+	}
+	if n < 20 {
+		t.Fatalf("go version -m found only %d modules in %s", n, binFile)
+	}
+}
+
+// checkStatic fails when a Linux binary needs a dynamic loader (a musl
+// image has no glibc one).
+func checkStatic(t *testing.T, binFile string) {
+	t.Helper()
+	f, err := elf.Open(binFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s is dynamically linked", filepath.Base(binFile))
+		}
+	}
+}
+
+// copySource copies the files git knows of (tracked, and untracked but not
+// ignored) into dst.
+func copySource(t *testing.T, repo, dst string) {
+	t.Helper()
+	for _, name := range strings.Split(strings.TrimSpace(run(t, repo, nil, "git", "ls-files", "-co", "--exclude-standard")), "\n") {
+		src := filepath.Join(repo, name)
+		info, err := os.Lstat(src)
+		if err != nil {
+			continue // deleted in the work tree
+		}
+		if err := os.MkdirAll(filepath.Join(dst, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), data, info.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir, cmd.Env = dir, env
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out.String(), errOut.String())
+	}
+	return out.String()
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(wd)
+}

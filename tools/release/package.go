@@ -1,0 +1,157 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// zipTime is the modification time of every file in every zip: the same
+// bytes whenever and wherever a release is built.
+var zipTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type releaseSpec struct {
+	version, binDir, license, out, gpgKey, sbomTool string
+}
+
+// artifactPrefix is vault-plugin-secrets-metakraftwerk_X.Y.Z, HashiCorp's
+// file name prefix (the version without its v).
+func artifactPrefix(version string) string {
+	return plugin + "_" + strings.TrimPrefix(version, "v")
+}
+
+// packageRelease writes, into out: a zip per platform (the binary and
+// LICENSE), the sha256 of each binary, an SBOM, SHA256SUMS over all of
+// them, and its detached signature when a key is named.
+func packageRelease(r releaseSpec) error {
+	plats, err := platforms(r.binDir)
+	if err != nil {
+		return err
+	}
+	license, err := os.ReadFile(r.license)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(r.out, 0o755); err != nil {
+		return err
+	}
+	prefix := artifactPrefix(r.version)
+	sums := map[string]string{}
+
+	var binSums strings.Builder
+	for _, p := range plats {
+		bin, err := os.ReadFile(binaryPath(r.binDir, p))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&binSums, "%s  %s/%s\n", sha256Hex(bin), p, binaryName(p))
+		name := prefix + "_" + p + ".zip"
+		data, err := zipFiles([]zipEntry{{binaryName(p), bin, 0o755}, {"LICENSE", license, 0o644}})
+		if err != nil {
+			return err
+		}
+		if err := writeArtifact(r.out, name, data, sums); err != nil {
+			return err
+		}
+	}
+	if err := writeArtifact(r.out, prefix+"_binaries_SHA256SUMS", []byte(binSums.String()), sums); err != nil {
+		return err
+	}
+
+	sbom, err := makeSBOM(r, plats)
+	if err != nil {
+		return err
+	}
+	if err := writeArtifact(r.out, prefix+"_sbom.cdx.json", sbom, sums); err != nil {
+		return err
+	}
+
+	names := make([]string, 0, len(sums))
+	for n := range sums {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var all strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&all, "%s  %s\n", sums[n], n)
+	}
+	sumsFile := filepath.Join(r.out, prefix+"_SHA256SUMS")
+	if err := os.WriteFile(sumsFile, []byte(all.String()), 0o644); err != nil {
+		return err
+	}
+	if r.gpgKey == "" {
+		return nil
+	}
+	sig := sumsFile + ".sig"
+	_ = os.Remove(sig)
+	cmd := exec.Command("gpg", "--batch", "--yes", "--local-user", r.gpgKey, "--detach-sign", "--output", sig, sumsFile)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("signing %s with GPG key %s: %w", filepath.Base(sumsFile), r.gpgKey, err)
+	}
+	return nil
+}
+
+type zipEntry struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// zipFiles zips entries in the order given, with fixed times and modes.
+func zipFiles(entries []zipEntry) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range entries {
+		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate, Modified: zipTime}
+		h.SetMode(e.mode)
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(e.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func writeArtifact(dir, name string, data []byte, sums map[string]string) error {
+	sums[name] = sha256Hex(data)
+	return os.WriteFile(filepath.Join(dir, name), data, 0o644)
+}
+
+func sha256Hex(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
+// makeSBOM describes, in CycloneDX, every module compiled into the release's
+// binaries with its version: cyclonedx-gomod reads each binary's build
+// information, and the components of all platforms are merged (they differ
+// only in operating-system support modules). Serial number and timestamp
+// are left out so the same release gives the same bytes.
+func makeSBOM(r releaseSpec, plats []string) ([]byte, error) {
+	var boms [][]byte
+	for _, p := range plats {
+		cmd := exec.Command(r.sbomTool, "bin", "-json", "-noserial", "-notimestamp", "-short-purls", "-version", r.version, binaryPath(r.binDir, p))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("SBOM of %s: %w", p, err)
+		}
+		boms = append(boms, out.Bytes())
+	}
+	return mergeBOMs(boms)
+}
