@@ -203,6 +203,13 @@ type StackOptions struct {
 	Paginate *devserver.Paginate
 	// TeamAProjects replaces team A's projects (default TEAM_A).
 	TeamAProjects []string
+	// ServerConfig is added to every node's configuration file, and
+	// ServerEnv to its environment.
+	ServerConfig string
+	ServerEnv    []string
+	// NoInstall leaves the plugin directory empty (the server fetches the
+	// plugin itself); it implies NoMount.
+	NoInstall bool
 }
 
 // Node is one Vault server process.
@@ -283,7 +290,9 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 		Paginate:      opts.Paginate,
 	}
 	s.StartMK("127.0.0.1:0")
-	s.InstallPlugin(s.PluginBin, pluginCommand)
+	if !opts.NoInstall {
+		s.InstallPlugin(s.PluginBin, pluginCommand)
+	}
 	t.Cleanup(s.teardown)
 
 	switch opts.Storage {
@@ -332,7 +341,7 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 
 	s.MustCLI("audit", "enable", "file", "file_path="+s.audit, "log_raw=false")
 	s.auditOn = true
-	if !opts.NoMount {
+	if !opts.NoMount && !opts.NoInstall {
 		s.Version = requiredEnv(t, "PLUGIN_VERSION")
 		s.RegisterPlugin(pluginCommand, s.Version, opts.PluginEnv...)
 		s.MustCLI("secrets", "enable", "-path="+mount, "-plugin-version="+s.Version, pluginName)
@@ -357,7 +366,7 @@ func (s *Stack) newNode(name string) *Node {
 // writeConfig writes a node's configuration: the plugin directory and, for
 // non-dev servers, a loopback listener and the given storage stanza.
 func (s *Stack) writeConfig(n *Node, storage string) string {
-	cfg := fmt.Sprintf("plugin_directory = %q\n", s.PluginDir)
+	cfg := fmt.Sprintf("plugin_directory = %q\n", s.PluginDir) + s.opts.ServerConfig
 	if s.Platform.OpenBao {
 		// OpenBao refuses `audit enable` over the API unless allowed here.
 		cfg += "unsafe_allow_api_audit_creation = true\n"
@@ -389,7 +398,7 @@ func (s *Stack) StartNode(n *Node) {
 		s.t.Fatal(err)
 	}
 	cmd := exec.Command(s.Bin, n.args...)
-	cmd.Env = append(s.envFor(n.Addr, s.Token), "TMPDIR="+filepath.Join(n.dir, "tmp"))
+	cmd.Env = append(append(s.envFor(n.Addr, s.Token), "TMPDIR="+filepath.Join(n.dir, "tmp")), s.opts.ServerEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

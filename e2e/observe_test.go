@@ -63,7 +63,7 @@ func TestObserveRoles(t *testing.T) {
 		t.Errorf("the rejected role reads %v", wrong)
 	}
 
-	verified := fields(s.MustCLI("write", mount+"/verify-role/team-a-ci"))
+	verified := fields(s.MustCLI("write", "-f", mount+"/verify-role/team-a-ci"))
 	if verified["verified"] != "true" || verified["user_id"] != "11" || verified["verified_at"] == "" {
 		t.Errorf("verify-role: %v", verified)
 	}
@@ -253,5 +253,49 @@ func (m scraped) expect(t *testing.T, want float64, name string, labels ...strin
 	t.Helper()
 	if got, ok := m.value(name, labels...); !ok || got != want {
 		t.Errorf("%s%v = %v (present %v), want %v", name, labels, got, ok, want)
+	}
+}
+
+// TestAuditLogShowsTokenID is the runbook's correlation: with
+// audit_non_hmac_response_keys=token_id on the mount, the audit log names
+// each minted token's jti in clear while the token itself stays an HMAC.
+func TestAuditLogShowsTokenID(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t, StackOptions{})
+	s.MustCLI("secrets", "tune", "-audit-non-hmac-response-keys=token_id", mount)
+	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+	creds := fields(s.MustCLI("read", mount+"/creds/team-a-ci"))
+	tokenID := creds["token_id"]
+	if tokenID == "" {
+		t.Fatal("the creds read has no token_id")
+	}
+	data, err := os.ReadFile(s.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(string(data), "\n") {
+		var entry struct {
+			Type    string `json:"type"`
+			Request struct {
+				Path string `json:"path"`
+			} `json:"request"`
+			Response struct {
+				Data map[string]any `json:"data"`
+			} `json:"response"`
+		}
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Type != "response" || entry.Request.Path != mount+"/creds/team-a-ci" {
+			continue
+		}
+		found = true
+		if got := entry.Response.Data["token_id"]; got != tokenID {
+			t.Errorf("the audit log shows token_id %v, want %s in clear", got, tokenID)
+		}
+		if tok, _ := entry.Response.Data["access_token"].(string); !strings.HasPrefix(tok, "hmac-sha256:") {
+			t.Errorf("the audit log shows access_token as %.20q…, want an HMAC", tok)
+		}
+	}
+	if !found {
+		t.Fatal("no audit entry for the creds read")
 	}
 }

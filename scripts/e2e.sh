@@ -11,7 +11,8 @@
 # so is a server that reports another product or line than its platform's.
 #
 # Environment: PLUGIN_BIN and PLUGIN_VERSION (required), GO, E2E_TIMEOUT,
-# E2E_RUN (a go test -run pattern).
+# E2E_RUN (a go test -run pattern), PROMETHEUS_BIN (else built by
+# prometheus-bin.sh).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -42,6 +43,13 @@ expected_version() {
 	openbao) echo "OpenBao v" ;;
 	esac
 }
+
+# The suite scrapes the engine's metrics with a real Prometheus.
+if ! PROMETHEUS_BIN=$("$here/prometheus-bin.sh"); then
+	echo "e2e: no Prometheus binary (see above)" >&2
+	exit 1
+fi
+export PROMETHEUS_BIN
 
 summary=() failed=0
 for p in "${platforms[@]}"; do
