@@ -146,7 +146,7 @@ func pathConfig(b *backend) []*framework.Path {
 			},
 			fieldMaxRetries: {
 				Type:        framework.TypeInt,
-				Description: "Retries of network errors, 429 and 500/502/503/504 answers, with backoff that honours Retry-After. 0 to 10. 400/401/403 are never retried.",
+				Description: "Retries of network errors, 429 and 500/502/503/504 answers, with backoff that honours Retry-After. 0 to 10. Rejections (400, 401, 403, 404, 422) and TLS failures are never retried.",
 				Default:     mkclient.DefaultMaxRetries,
 			},
 			fieldExpiryLeeway: {

@@ -145,28 +145,28 @@ func pathRoles(b *backend) []*framework.Path {
 				fieldName: roleNameField,
 				fieldEmail: {
 					Type:        framework.TypeString,
-					Description: "Login email of the MetaKraftwerk user. Required on create.",
+					Description: fmt.Sprintf("Login email of the MetaKraftwerk user, a plain address of at most %d characters. Required on create.", maxEmailLen),
 				},
 				fieldPassword: {
 					Type:         framework.TypeString,
-					Description:  "Password of the MetaKraftwerk user. Required on create. Write-only: never returned.",
+					Description:  fmt.Sprintf("Password of the MetaKraftwerk user, at most %d bytes. Required on create. Write-only: never returned.", maxPasswordLen),
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				fieldTTL: {
 					Type:        framework.TypeDurationSecond,
-					Description: "Optional cap on the lease. 0 means until the token's expiry less expiry_leeway.",
+					Description: "Optional cap on the lease; 0 means until the token's expiry less expiry_leeway.",
 				},
 				fieldMaxTTL: {
 					Type:        framework.TypeDurationSecond,
-					Description: "Optional hard cap on the lease. ttl must not exceed it when both are set.",
+					Description: "Optional cap on the lease, applied like ttl (the lease is not renewable, so it adds nothing beyond ttl); ttl must not exceed it when both are set.",
 				},
 				fieldDescription: {
 					Type:        framework.TypeString,
-					Description: "Free text.",
+					Description: fmt.Sprintf("Free text, at most %d bytes.", maxDescriptionLen),
 				},
 				fieldProjects: {
 					Type:        framework.TypeCommaStringSlice,
-					Description: "MetaKraftwerk project names this login must be able to see; checked when verify is true.",
+					Description: fmt.Sprintf("MetaKraftwerk project names (at most %d, each at most %d bytes) this login must be able to use; checked when verify is true.", maxProjects, maxProjectNameLen),
 				},
 				fieldVerify: {
 					Type:        framework.TypeBool,
@@ -180,7 +180,7 @@ func pathRoles(b *backend) []*framework.Path {
 				},
 				fieldReuseMinRemaining: {
 					Type:        framework.TypeDurationSecond,
-					Description: "With reuse_tokens, the least remaining lifetime a token must have to be handed out again.",
+					Description: "With reuse_tokens, the least remaining lifetime a token must have to be handed out again (at least expiry_leeway + 1s; less than 20h).",
 					Default:     int(defaultReuseMinRemaining / time.Second),
 				},
 			},

@@ -62,7 +62,7 @@ func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request,
 	return &logical.Response{Data: data}, nil
 }
 
-const pathRotateRoleHelpSyn = `Retire a role's shared token so that the next read logs in afresh.`
+const pathRotateRoleHelpSyn = `Retire a role's shared token so that the next read logs in afresh; the password is not changed.`
 
 const pathRotateRoleHelpDesc = `
 Drops everything the engine holds in memory for the role: its shared token
