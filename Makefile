@@ -52,12 +52,13 @@ vault: ## print the vault binary used (builds Vault v1.21.0 into a cache the fir
 	@scripts/vault-bin.sh
 
 .PHONY: unit
-unit: ## go vet, gofmt check, unit tests with -race (fuzz seeds included)
+unit: ## go vet, gofmt check, unit tests with -race (fuzz seeds, release reproducibility), the tools module's tests
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
+	cd tools && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 E2E_ENV = PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" GO="$(GO)" E2E_TIMEOUT="$(E2E_TIMEOUT)"
 

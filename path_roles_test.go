@@ -512,3 +512,23 @@ func TestRoleStatus(t *testing.T) {
 		t.Errorf("login_refused_until %v after the backoff", got)
 	}
 }
+
+// A role write names every problem at once, in the order the docs give:
+// the name, unknown fields, then the fields in schema order.
+func TestRoleWriteNamesEveryProblemInOrder(t *testing.T) {
+	env := newTestBackend(t)
+	resp, err := env.do(logical.UpdateOperation, "roles/bad name", map[string]any{
+		"passwort": "x", fieldEmail: "not an address", fieldPassword: "", fieldTTL: "2h", fieldMaxTTL: "1h",
+		fieldReuseMinRemaining: "21h", fieldDescription: strings.Repeat("d", maxDescriptionLen+1), fieldProjects: "A,,B",
+	})
+	msg := errorText(resp, err)
+	want := []string{"name: ", "passwort: unknown field", "email: ", "password: ", "ttl: 2h must not exceed max_ttl 1h", "reuse_min_remaining: ", "description: ", "projects: "}
+	at := 0
+	for _, w := range want {
+		i := strings.Index(msg[at:], w)
+		if i < 0 {
+			t.Fatalf("%q missing or out of order in %q", w, msg)
+		}
+		at += i + len(w)
+	}
+}

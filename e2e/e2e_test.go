@@ -215,6 +215,29 @@ func TestTeamPolicies(t *testing.T) {
 			t.Errorf("team-a: vault %s: want 403, got err %v\n%s", strings.Join(args, " "), err, errOut)
 		}
 	}
+
+	// The platform team runs the engine but mints no team's tokens.
+	s.MustCLI("policy", "write", "platform", filepath.Join(root, "bootstrap", "policies", "platform.hcl"))
+	platform := strings.TrimSpace(s.MustCLI("token", "create", "-policy=platform", "-field=token"))
+	for _, args := range [][]string{
+		{"write", mount + "/config", "max_retries=2"},
+		{"read", mount + "/config"},
+		{"list", "-detailed", mount + "/roles"},
+		{"write", mount + "/roles/team-b-ci", "description=by the platform team"},
+		{"read", mount + "/roles/team-b-ci"},
+		{"write", "-f", mount + "/rotate-role/team-b-ci"},
+		{"write", "-f", mount + "/verify-role/team-b-ci"},
+	} {
+		if _, errOut, err := s.CLIAs(platform, args...); err != nil {
+			t.Errorf("platform: vault %s: %v\n%s", strings.Join(args, " "), err, errOut)
+		}
+	}
+	if code, _, _ := get(t, s.Addr+"/v1/"+mount+"/metrics", platform); code != 200 {
+		t.Errorf("platform: metrics: HTTP %d", code)
+	}
+	if _, errOut, err := s.CLIAs(platform, "read", mount+"/creds/team-a-ci"); err == nil || !strings.Contains(errOut, "Code: 403") {
+		t.Errorf("platform: read creds: want 403, got err %v\n%s", err, errOut)
+	}
 }
 
 func TestRevokeAndDisable(t *testing.T) {

@@ -23,11 +23,13 @@ func newE2ERun(t *testing.T) *e2eRun {
 	dir := t.TempDir()
 	r := &e2eRun{t: t, dir: dir, ranOn: filepath.Join(dir, "ran-on")}
 	fakeGo := r.script("go", `echo "$SERVER_BIN" >>"$RAN_ON"`)
+	fakePrometheus := r.script("prometheus", `exit 0`)
 	r.env = []string{
 		"PATH=/usr/bin:/bin", // no vault or bao of the developer's
 		"HOME=" + dir,
 		"VAULT_CACHE_DIR=" + filepath.Join(dir, "cache"),
 		"GO=" + fakeGo,
+		"PROMETHEUS_BIN=" + fakePrometheus,
 		"RAN_ON=" + r.ranOn,
 		"PLUGIN_BIN=/nonexistent",
 		"PLUGIN_VERSION=v0.0.0-test",
