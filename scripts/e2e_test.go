@@ -110,3 +110,39 @@ func TestE2EFailsOnAServerOfAnotherPlatform(t *testing.T) {
 		}
 	}
 }
+
+// prometheus-bin.sh builds Prometheus once into the cache (with a stub
+// `go` here) and reuses it; PROMETHEUS_BIN overrides it.
+func TestPrometheusBinBuildsOnceAndReuses(t *testing.T) {
+	r := newE2ERun(t)
+	goLog := filepath.Join(r.dir, "go.log")
+	r.script("bin/go", `echo "$*" >>"`+goLog+`"
+[[ $1 == install ]] || exit 1
+printf '#!/usr/bin/env bash\necho "prometheus, version 3.0.0-stub"\n' >"$GOBIN/prometheus"
+chmod +x "$GOBIN/prometheus"`)
+	env := []string{"PATH=" + filepath.Join(r.dir, "bin") + ":/usr/bin:/bin", "HOME=" + r.dir, "VAULT_CACHE_DIR=" + filepath.Join(r.dir, "cache"), "TMPDIR=" + r.dir}
+	run := func(extra ...string) string {
+		cmd := exec.Command("bash", "prometheus-bin.sh")
+		cmd.Env = append(append([]string{}, env...), extra...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("prometheus-bin.sh: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	want := filepath.Join(r.dir, "cache", "prometheus-v0.316.0", "prometheus")
+	for range 2 {
+		if got := run(); got != want {
+			t.Fatalf("prometheus-bin.sh printed %q, want %q", got, want)
+		}
+	}
+	if calls, _ := os.ReadFile(goLog); strings.Count(string(calls), "install") != 1 {
+		t.Errorf("go was called %q; want one install", calls)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(r.dir, "prometheus-build.*")); len(leftovers) != 0 {
+		t.Errorf("scratch left behind: %v", leftovers)
+	}
+	if got := run("PROMETHEUS_BIN=/bin/true"); got != "/bin/true" {
+		t.Errorf("PROMETHEUS_BIN ignored: %q", got)
+	}
+}

@@ -21,6 +21,8 @@ CACHE_ROOT="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secr
 TARGET="$CACHE_ROOT/vault-$VAULT_VERSION/vault"
 
 log() { printf 'vault-bin: %s\n' "$*" >&2; }
+# shellcheck source=build-cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
 
 version_ok() {
 	# $1: path to a vault binary. True when it reports v1.15 or newer.
@@ -49,38 +51,8 @@ if [[ -z ${VAULT_BUILD_VERSION:-} ]] && on_path=$(command -v vault 2>/dev/null) 
 	exit 0
 fi
 
-if [[ -x $TARGET ]] && version_ok "$TARGET"; then
-	printf '%s\n' "$TARGET"
-	exit 0
-fi
-
-command -v go >/dev/null || { log "go is required to build Vault"; exit 1; }
-mkdir -p "$(dirname "$TARGET")"
-exec 9>"$TARGET.lock"
-if ! flock -n 9; then
-	log "another build of Vault $VAULT_VERSION is running; waiting for it"
-	flock 9
-fi
-# Someone else may have finished the build while we waited.
-if [[ -x $TARGET ]] && version_ok "$TARGET"; then
-	printf '%s\n' "$TARGET"
-	exit 0
-fi
-
-# cleanup runs however the script ends. It must not fail: under set -e a
-# failing command in an EXIT trap would end the trap early and replace the
-# script's exit status.
-work="" build=""
-cleanup() {
-	if [[ -n $build ]]; then kill "$build" 2>/dev/null || true; fi
-	if [[ -n $work ]]; then
-		chmod -R u+w "$work" 2>/dev/null || true
-		rm -rf "$work" || true
-	fi
-	rm -f "$TARGET.tmp.$$" || true
-}
-trap cleanup EXIT
-work=$(mktemp -d "${TMPDIR:-/tmp}/vault-build.XXXXXX")
+use_cached version_ok
+lock_build "Vault $VAULT_VERSION" version_ok
 
 log "building Vault $VAULT_VERSION from the Go module proxy"
 log "this takes about 5-9 minutes on 2 cores the first time; the result is cached in $CACHE_ROOT"
@@ -115,8 +87,6 @@ wait "$build"
 build=""
 
 version_ok "$work/vault" || { log "the built binary does not run"; exit 1; }
-# Copy next to the target, then rename: readers see no file or a whole one.
-cp "$work/vault" "$TARGET.tmp.$$"
-mv -f "$TARGET.tmp.$$" "$TARGET"
+install_built "$work/vault"
 log "built $("$TARGET" version | head -n1) in $((SECONDS - start))s"
 printf '%s\n' "$TARGET"
