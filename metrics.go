@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
@@ -140,8 +141,11 @@ func pathMetrics(b *backend) []*framework.Path {
 	}}
 }
 
-// metricsContentType is Prometheus's text exposition format, version 0.0.4.
-var metricsContentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
+// metricsFormat is Prometheus's text exposition format, version 0.0.4.
+var (
+	metricsFormat      = expfmt.NewFormat(expfmt.TypeTextPlain)
+	metricsContentType = string(metricsFormat)
+)
 
 func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	// A role deleted elsewhere (another active node before a failover)
@@ -150,14 +154,12 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 	if err != nil {
 		return nil, fmt.Errorf("listing roles: %w", err)
 	}
-	b.metrics.keepOnly(names)
-
-	families, err := b.metrics.reg.Gather()
+	families, err := b.metrics.gather(names)
 	if err != nil {
 		return nil, fmt.Errorf("gathering metrics: %w", err)
 	}
 	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	enc := expfmt.NewEncoder(&buf, metricsFormat)
 	for _, mf := range families {
 		if err := enc.Encode(mf); err != nil {
 			return nil, fmt.Errorf("encoding metrics: %w", err)
@@ -170,15 +172,16 @@ func (b *backend) pathMetricsRead(ctx context.Context, req *logical.Request, _ *
 	}}, nil
 }
 
-// keepOnly drops the series of every role not in names.
-func (m *engineMetrics) keepOnly(names []string) {
+// gather collects the metrics, first dropping the series of every role not
+// in names. It gathers once, and again only when it dropped something.
+func (m *engineMetrics) gather(names []string) ([]*dto.MetricFamily, error) {
+	families, err := m.reg.Gather()
+	if err != nil {
+		return nil, err
+	}
 	keep := make(map[string]bool, len(names))
 	for _, n := range names {
 		keep[n] = true
-	}
-	families, err := m.reg.Gather()
-	if err != nil {
-		return
 	}
 	gone := map[string]bool{}
 	for _, mf := range families {
@@ -190,9 +193,13 @@ func (m *engineMetrics) keepOnly(names []string) {
 			}
 		}
 	}
+	if len(gone) == 0 {
+		return families, nil
+	}
 	for role := range gone {
 		m.forget(role)
 	}
+	return m.reg.Gather()
 }
 
 const pathMetricsHelpSyn = `Prometheus metrics of this mount.`

@@ -1,6 +1,7 @@
 package metakraftwerk
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"strings"
@@ -239,4 +240,19 @@ func BenchmarkMetricsOfASharedRead(b *testing.B) {
 	for b.Loop() {
 		m.credsIssued.WithLabelValues("team-a-ci", sourceShared).Inc()
 	}
+}
+
+// A role gone from storage without this node's delete (a failover, a
+// replicated delete) loses its series at the next scrape.
+func TestMetricsDropRolesGoneFromStorage(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci")
+	env.scrape().expect(1, "metakraftwerk_creds_issued_total", "role=ci", "source=login")
+	if err := env.storage.Delete(context.Background(), roleStoragePrefix+"ci"); err != nil {
+		t.Fatal(err)
+	}
+	m := env.scrape()
+	m.absent("metakraftwerk_creds_issued_total", "role=ci", "source=login")
+	m.expect(1, "metakraftwerk_build_info", "version="+Version)
 }
