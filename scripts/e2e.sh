@@ -2,7 +2,7 @@
 # Runs the e2e suite once per platform, then prints which platforms ran.
 #
 # Usage: scripts/e2e.sh [PLATFORM...]
-#   vault      Vault v1.21.0 (scripts/vault-bin.sh: $VAULT_BIN, vault on PATH, or built)
+#   vault      Vault v1.21.x (scripts/vault-bin.sh: $VAULT_BIN, vault on PATH, or built)
 #   vault-lts  Vault v1.19.x, the long-term-support line ($VAULT_LTS_BIN, or built
 #              from the module proxy; $VAULT_BIN and vault on PATH are ignored)
 #   openbao    OpenBao (scripts/bao-bin.sh: $BAO_BIN or bao on PATH)
@@ -28,7 +28,7 @@ fi
 
 server_bin() {
 	case $1 in
-	vault) "$here/vault-bin.sh" ;;
+	vault) VAULT_LINE=1.21 "$here/vault-bin.sh" ;;
 	vault-lts) VAULT_BIN=${VAULT_LTS_BIN:-} VAULT_BUILD_VERSION=v1.19.0 "$here/vault-bin.sh" ;;
 	openbao) "$here/bao-bin.sh" ;;
 	*) echo "e2e: unknown platform $1 (vault, vault-lts, openbao)" >&2; return 1 ;;
@@ -38,7 +38,7 @@ server_bin() {
 # What the first line of `<server> version` must start with on each platform.
 expected_version() {
 	case $1 in
-	vault) echo "Vault v" ;;
+	vault) echo "Vault v1.21." ;;
 	vault-lts) echo "Vault v1.19." ;;
 	openbao) echo "OpenBao v" ;;
 	esac

@@ -100,6 +100,8 @@ func TestE2EFailsOnAServerOfAnotherPlatform(t *testing.T) {
 		{"vault-lts", "VAULT_LTS_BIN=" + vault121, "Vault v1.21.0"},
 		{"openbao", "BAO_BIN=" + vault121, "Vault v1.21.0"},
 		{"vault", "VAULT_BIN=" + bao, "OpenBao v2.6.2"},
+		// The vault leg is the line it names, not any Vault.
+		{"vault", "VAULT_BIN=" + r.server("vault-1.19", "Vault v1.19.0 ('def'), built 2025-01-01T00:00:00Z"), "Vault v1.19.0"},
 	} {
 		out, ok, ranOn := r.run([]string{tt.env}, tt.platform)
 		if ok || len(ranOn) != 0 {

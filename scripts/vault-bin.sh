@@ -3,8 +3,9 @@
 #
 # Order of preference:
 #   1. $VAULT_BIN, if set (must be executable);
-#   2. `vault` on PATH, if it is at least v1.15 (skipped when
-#      VAULT_BUILD_VERSION asks for a specific version);
+#   2. `vault` on PATH, if it is at least v1.15 and, when VAULT_LINE is set
+#      (e.g. 1.21), of that line (skipped when VAULT_BUILD_VERSION asks for
+#      a specific version);
 #   3. Vault $VAULT_BUILD_VERSION (default v1.21.0) built from the Go module
 #      proxy into a cache directory outside the repository, reused later.
 #
@@ -46,7 +47,11 @@ if [[ -n ${VAULT_BIN:-} ]]; then
 	exit 1
 fi
 
-if [[ -z ${VAULT_BUILD_VERSION:-} ]] && on_path=$(command -v vault 2>/dev/null) && version_ok "$on_path"; then
+on_line() {
+	[[ -z ${VAULT_LINE:-} ]] || [[ $("$1" version 2>/dev/null | head -n1) == "Vault v${VAULT_LINE}."* ]]
+}
+
+if [[ -z ${VAULT_BUILD_VERSION:-} ]] && on_path=$(command -v vault 2>/dev/null) && version_ok "$on_path" && on_line "$on_path"; then
 	printf '%s\n' "$on_path"
 	exit 0
 fi

@@ -218,3 +218,30 @@ func TestVaultBinHonoursVaultBin(t *testing.T) {
 		t.Fatalf("missing VAULT_BIN: %v\n%s", err, stderr)
 	}
 }
+
+// A vault on PATH is used when it is of the line VAULT_LINE asks for, and
+// passed over (the line is built) when it is not.
+func TestVaultBinVaultLineOnPath(t *testing.T) {
+	e := newBuildEnv(t)
+	onPath := filepath.Join(e.dir, "bin", "vault")
+	for _, tt := range []struct {
+		reports, line string
+		usesPath      bool
+	}{
+		{"Vault v1.20.4 (x)", "", true},
+		{"Vault v1.21.3 (x)", "1.21", true},
+		{"Vault v1.20.4 (x)", "1.21", false},
+	} {
+		if err := os.WriteFile(onPath, []byte("#!/bin/sh\necho '"+tt.reports+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		e.extra = []string{"VAULT_LINE=" + tt.line}
+		stdout, stderr, err := e.run()
+		if err != nil {
+			t.Fatalf("%s, line %q: %v\n%s", tt.reports, tt.line, err, stderr)
+		}
+		if got := stdout == onPath+"\n"; got != tt.usesPath {
+			t.Errorf("%s, line %q: printed %q", tt.reports, tt.line, stdout)
+		}
+	}
+}
