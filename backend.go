@@ -40,8 +40,10 @@ type backend struct {
 	now func() time.Time
 	// store is the in-memory state: client, decoded roles, shared tokens.
 	store *memStore
-	// logins coalesces the logins of concurrent readers of one role.
-	logins singleflight.Group
+	// logins coalesces the logins of concurrent readers of one role, and
+	// verifications the checks of concurrent verify-role calls.
+	logins        singleflight.Group
+	verifications singleflight.Group
 	// loginSeq numbers logins in the order they start, so that an outcome
 	// answered late never overrides one of a login that started after it.
 	loginSeq atomic.Uint64

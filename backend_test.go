@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/leakcheck"
 )
 
 // Test users of the stand-in. The passwords are distinctive so that a leak
@@ -149,6 +150,13 @@ func (e *testEnv) do(op logical.Operation, path string, data map[string]any) (*l
 		Data:      data,
 		Storage:   e.reqStorage,
 	}
+	// As Vault does: a write to a path with an existence check is a create
+	// or an update by what the check finds.
+	if op == logical.UpdateOperation {
+		if checked, exists, err := e.b.HandleExistenceCheck(context.Background(), req); err == nil && checked && !exists {
+			req.Operation = logical.CreateOperation
+		}
+	}
 	resp, err := e.b.HandleRequest(context.Background(), req)
 	e.record(resp, err)
 	return resp, err
@@ -224,22 +232,26 @@ func (e *testEnv) createRole(name string, extra map[string]any) {
 }
 
 // assertNoLeaks fails the test when a password or minted token appears in a
-// log line, a response other than the token field itself, or an error.
+// log line, a response other than the token field itself, or an error: a
+// token as it is, a password in any spelling leakcheck knows.
 func (e *testEnv) assertNoLeaks() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	logs := e.logs.String()
-	all := strings.Join(e.outputs, "\n")
+	places := map[string]string{"the plugin log": e.logs.String(), "a response or error": strings.Join(e.outputs, "\n")}
 	// Failures name the secret by position and kind only, never its text.
-	for i, s := range e.secrets {
-		if s == "" {
-			continue
-		}
-		if strings.Contains(logs, s) {
-			e.t.Errorf("secret #%d (%s) appears in the plugin log", i, secretKind(s))
-		}
-		if strings.Contains(all, s) {
-			e.t.Errorf("secret #%d (%s) appears in a response or error", i, secretKind(s))
+	for where, text := range places {
+		for i, s := range e.secrets {
+			switch {
+			case s == "":
+			case isToken(s):
+				if strings.Contains(text, s) {
+					e.t.Errorf("secret #%d (%s) appears in %s", i, secretKind(s), where)
+				}
+			default:
+				for _, leak := range leakcheck.Find(text, []string{s}) {
+					e.t.Errorf("secret #%d (%s) appears in %s, %s", i, secretKind(s), where, leak.Form)
+				}
+			}
 		}
 	}
 }
@@ -274,8 +286,10 @@ func TestFactoryAndPaths(t *testing.T) {
 	}
 }
 
+func isToken(s string) bool { return strings.Count(s, ".") == 2 && strings.HasPrefix(s, "eyJ") }
+
 func secretKind(s string) string {
-	if strings.Count(s, ".") == 2 {
+	if isToken(s) {
 		return fmt.Sprintf("token, %d chars", len(s))
 	}
 	return fmt.Sprintf("password, %d chars", len(s))

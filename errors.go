@@ -2,9 +2,11 @@ package metakraftwerk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,17 +40,21 @@ func (e *roleError) Error() string {
 	var apiErr *mkclient.APIError
 	var tooShort *errTokenTooShort
 	var waited *errWaitAborted
+	var timeout *errUpstreamTimeout
 	rejected := errors.As(e.err, &apiErr) && apiErr.Rejected()
 	switch {
 	case rejected && e.op == opProjects:
-		return fmt.Sprintf("MetaKraftwerk refused to list the projects of role %q (HTTP %d): %s", e.role, apiErr.StatusCode, apiErr.Message)
+		return fmt.Sprintf("MetaKraftwerk refused to list the projects of role %q (%s): %s", e.role, apiErr.Status(), apiErr.Message)
 	case rejected && apiErr.StatusCode == http.StatusUnauthorized:
 		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q: %s", e.role, apiErr.Message)
 	case rejected && apiErr.StatusCode == http.StatusNotFound:
-		return fmt.Sprintf("MetaKraftwerk has no login endpoint at the configured %s (HTTP 404 for role %q): %s; check %s",
-			fieldBaseURL, e.role, apiErr.Message, fieldBaseURL)
+		return fmt.Sprintf("MetaKraftwerk has no login endpoint at the configured %s (%s for role %q): %s; check %s",
+			fieldBaseURL, apiErr.Status(), e.role, apiErr.Message, fieldBaseURL)
 	case rejected:
-		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q (HTTP %d): %s", e.role, apiErr.StatusCode, apiErr.Message)
+		return fmt.Sprintf("MetaKraftwerk rejected the login for role %q (%s): %s", e.role, apiErr.Status(), apiErr.Message)
+	case errors.As(e.err, &timeout):
+		return fmt.Sprintf("MetaKraftwerk did not answer within %s for role %q (max_upstream_time, or the request's own deadline); %s",
+			roundBudget(timeout.budget), e.role, timeout.hint())
 	case errors.As(e.err, &tooShort):
 		return fmt.Sprintf("role %q: %s", e.role, tooShort)
 	case errors.As(e.err, &waited):
@@ -62,6 +68,36 @@ func (e *roleError) Error() string {
 		return fmt.Sprintf("getting a MetaKraftwerk token for role %q was cancelled", e.role)
 	}
 	return fmt.Sprintf("getting a MetaKraftwerk token for role %q failed: %s", e.role, e.err)
+}
+
+// errUpstreamTimeout is the upstream budget of a request (upstreamBudget)
+// running out: MetaKraftwerk, or the retries and waits it asked for, took
+// longer than the Vault request can wait.
+type errUpstreamTimeout struct {
+	budget time.Duration
+	// shared is set when the reader waited for a login shared with other
+	// readers, which goes on and serves the next one.
+	shared bool
+}
+
+func (e *errUpstreamTimeout) Error() string {
+	return fmt.Sprintf("MetaKraftwerk did not answer within %s", roundBudget(e.budget))
+}
+
+// roundBudget rounds a budget to what a reader needs: seconds, or
+// milliseconds below one.
+func roundBudget(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+func (e *errUpstreamTimeout) hint() string {
+	if e.shared {
+		return "the login goes on and serves the next reader; retry"
+	}
+	return "check MetaKraftwerk's status; lower request_timeout and max_retries so that a login's attempts fit"
 }
 
 // loginRejection is a login MetaKraftwerk rejected (401), remembered for
@@ -78,6 +114,14 @@ func (r *loginRejection) Unwrap() error { return r.err }
 func (r *loginRejection) Error() string {
 	return fmt.Sprintf("%s (last tried at %s; no new attempt before %s unless the role is written or rotated)",
 		r.err, r.at.UTC().Format(time.RFC3339), r.until.UTC().Format(time.RFC3339))
+}
+
+// refusedVerify is the 429 text of verify-role while r is remembered.
+func (r *loginRejection) refusedVerify(role string) string {
+	return fmt.Sprintf("%s; verify-role sends no new login before %s so that repeated checks cannot lock the account out. "+
+		"If the account was fixed in MetaKraftwerk, run rotate-role/%s first (it forgets the rejection), then verify-role again; "+
+		"if the password in Vault is wrong, write the role's password",
+		r.err, r.until.UTC().Format(time.RFC3339), role)
 }
 
 // errWaitAborted ends a reader that stopped waiting for a login shared with
@@ -110,15 +154,39 @@ func (e *errMissingProjects) Error() string {
 
 // errorResponse maps a failure of the creds path, or of a role's
 // verification, to Vault's error contract: what MetaKraftwerk refused or
-// the role's own settings prevent is the operator's to fix (400); anything
-// else went wrong upstream (502). Storage failures never get here: their
-// handlers return them as they are (500).
+// the role's own settings prevent is the operator's to fix (400); no answer
+// within the request's time is 504; anything else went wrong upstream
+// (502). Storage failures never get here: their handlers return them as
+// they are (500).
 func errorResponse(err error) (*logical.Response, error) {
 	var apiErr *mkclient.APIError
 	var missing *errMissingProjects
-	if (errors.As(err, &apiErr) && apiErr.Rejected()) || errors.As(err, &missing) ||
-		errors.Is(err, mkclient.ErrTooManyProjects) {
+	var timeout *errUpstreamTimeout
+	switch {
+	case (errors.As(err, &apiErr) && apiErr.Rejected()) || errors.As(err, &missing) ||
+		errors.Is(err, mkclient.ErrTooManyProjects):
 		return logical.ErrorResponse(err.Error()), nil
+	case errors.As(err, &timeout):
+		return nil, logical.CodedError(http.StatusGatewayTimeout, err.Error())
 	}
 	return nil, logical.CodedError(http.StatusBadGateway, err.Error())
+}
+
+// tooManyRequests answers 429 with a Retry-After header and retry_after
+// (whole seconds) beside the error, for a request the engine refuses to
+// pass on to MetaKraftwerk for now.
+func tooManyRequests(msg string, retryAfter time.Duration) *logical.Response {
+	secs := int64((retryAfter + time.Second - 1) / time.Second)
+	body, _ := json.Marshal(map[string]any{
+		"errors": []string{msg},
+		"data":   map[string]any{fieldRetryAfter: secs},
+	})
+	return &logical.Response{
+		Data: map[string]any{
+			logical.HTTPStatusCode:  http.StatusTooManyRequests,
+			logical.HTTPContentType: "application/json",
+			logical.HTTPRawBody:     body,
+		},
+		Headers: map[string][]string{"Retry-After": {strconv.FormatInt(secs, 10)}},
+	}
 }

@@ -19,6 +19,7 @@ const (
 	fieldMaxRetries           = "max_retries"
 	fieldExpiryLeeway         = "expiry_leeway"
 	fieldRejectedLoginBackoff = "rejected_login_backoff"
+	fieldMaxUpstreamTime      = "max_upstream_time"
 
 	fieldName              = "name"
 	fieldEmail             = "email"
@@ -28,6 +29,7 @@ const (
 	fieldMaxTTL            = "max_ttl"
 	fieldDescription       = "description"
 	fieldProjects          = "projects"
+	fieldProjectCount      = "project_count"
 	fieldVerify            = "verify"
 	fieldReuseTokens       = "reuse_tokens"
 	fieldReuseMinRemaining = "reuse_min_remaining"
@@ -50,6 +52,8 @@ const (
 	fieldLoginRefusedUntil    = "login_refused_until"
 	fieldSharedTokenID        = "shared_token_id"
 	fieldSharedTokenExpiresAt = "shared_token_expires_at"
+
+	fieldRetryAfter = "retry_after"
 
 	fieldVerified        = "verified"
 	fieldMissingProjects = "missing_projects"

@@ -20,6 +20,10 @@ const (
 	maxRejectedLoginBackoff     = 24 * time.Hour
 	maxRequestTimeout           = 5 * time.Minute
 	maxMaxRetries               = 10
+	// defaultMaxUpstreamTime stays below Vault's and OpenBao's default
+	// max_request_duration of 90s.
+	defaultMaxUpstreamTime = 85 * time.Second
+	maxMaxUpstreamTime     = time.Hour
 )
 
 // mkConfig is the stored connection configuration. Nothing in it is secret.
@@ -32,6 +36,9 @@ type mkConfig struct {
 	// RejectedLoginBackoff is how long a rejected login (401) is
 	// remembered per role; 0 turns the memory off.
 	RejectedLoginBackoff time.Duration `json:"rejected_login_backoff"`
+	// MaxUpstreamTime bounds what one request waits for MetaKraftwerk in
+	// all (upstreamBudget).
+	MaxUpstreamTime time.Duration `json:"max_upstream_time"`
 }
 
 func defaultConfig() *mkConfig {
@@ -42,6 +49,7 @@ func defaultConfig() *mkConfig {
 		ExpiryLeeway:   defaultExpiryLeeway,
 
 		RejectedLoginBackoff: defaultRejectedLoginBackoff,
+		MaxUpstreamTime:      defaultMaxUpstreamTime,
 	}
 }
 
@@ -62,13 +70,6 @@ func (c *mkConfig) newClient(onRetry func()) (*mkclient.Client, error) {
 	return client, nil
 }
 
-// loginBudget bounds one login including its retries, for logins that are
-// shared between requests and so cannot use a single request's deadline.
-func (c *mkConfig) loginBudget() time.Duration {
-	n := time.Duration(c.MaxRetries)
-	return c.RequestTimeout*(n+1) + n*mkclient.MaxRetryAfter
-}
-
 func (c *mkConfig) toResponseData() map[string]any {
 	return map[string]any{
 		fieldBaseURL:        c.BaseURL,
@@ -78,6 +79,7 @@ func (c *mkConfig) toResponseData() map[string]any {
 		fieldExpiryLeeway:   int64(c.ExpiryLeeway / time.Second),
 
 		fieldRejectedLoginBackoff: int64(c.RejectedLoginBackoff / time.Second),
+		fieldMaxUpstreamTime:      int64(c.MaxUpstreamTime / time.Second),
 	}
 }
 
@@ -159,6 +161,11 @@ func pathConfig(b *backend) []*framework.Path {
 				Description: "After MetaKraftwerk rejects a role's login (401), readers get the same error without a new attempt for this long, or until the role is written or rotated. 0 turns it off; at most 24h.",
 				Default:     int(defaultRejectedLoginBackoff / time.Second),
 			},
+			fieldMaxUpstreamTime: {
+				Type:        framework.TypeDurationSecond,
+				Description: "The longest one request waits for MetaKraftwerk in all (attempts, retries and Retry-After waits) before it answers 504. Keep it below the server's max_request_duration (90s by default). At least 1s, at most 1h.",
+				Default:     int(defaultMaxUpstreamTime / time.Second),
+			},
 		},
 		ExistenceCheck: b.pathConfigExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -195,6 +202,7 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	fieldExpiryLeeway:   {Type: framework.TypeDurationSecond, Required: true},
 
 	fieldRejectedLoginBackoff: {Type: framework.TypeDurationSecond, Required: true},
+	fieldMaxUpstreamTime:      {Type: framework.TypeDurationSecond, Required: true},
 }
 
 func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
@@ -279,6 +287,17 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 			cfg.ExpiryLeeway = l
 		}
 	}
+	if v, ok := d.GetOk(fieldMaxUpstreamTime); ok {
+		m := time.Duration(v.(int)) * time.Second
+		switch {
+		case m < time.Second:
+			p.add(fieldMaxUpstreamTime, "must be at least 1s")
+		case m > maxMaxUpstreamTime:
+			p.add(fieldMaxUpstreamTime, "must be at most %s", formatDuration(maxMaxUpstreamTime))
+		default:
+			cfg.MaxUpstreamTime = m
+		}
+	}
 	if v, ok := d.GetOk(fieldRejectedLoginBackoff); ok {
 		w := time.Duration(v.(int)) * time.Second
 		switch {
@@ -307,9 +326,10 @@ const pathConfigHelpSyn = `Configure how the engine reaches MetaKraftwerk.`
 
 const pathConfigHelpDesc = `
 Optional. Without a stored configuration the engine talks to
-https://app.metakraftwerk.com with a 30s timeout per attempt, 3 retries, a
-1m expiry leeway and a 5m rejected_login_backoff. Updates are partial; deleting the configuration restores the
-defaults. Nothing in the configuration is secret, so a read returns all of it.
+https://app.metakraftwerk.com with a 30s timeout per attempt, 3 retries,
+at most 85s of upstream time per request, a 1m expiry leeway and a 5m
+rejected_login_backoff. Updates are partial; deleting the configuration
+restores the defaults. Nothing in the configuration is secret, so a read returns all of it.
 
 Writing the configuration drops the engine's HTTP client, any shared tokens
 and remembered rejections; the next request uses the new settings.

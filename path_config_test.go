@@ -38,6 +38,7 @@ func TestConfigDefaultsWithoutStoredConfig(t *testing.T) {
 		fieldExpiryLeeway:   int64(60),
 
 		fieldRejectedLoginBackoff: int64(300),
+		fieldMaxUpstreamTime:      int64(85),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config read = %#v, want %#v", got, want)
@@ -113,6 +114,8 @@ func TestConfigValidation(t *testing.T) {
 		{"retries not a number", map[string]any{fieldMaxRetries: "many"}, fieldMaxRetries},
 		{"negative leeway", map[string]any{fieldExpiryLeeway: "-1s"}, fieldExpiryLeeway},
 		{"leeway beyond token life", map[string]any{fieldExpiryLeeway: "20h"}, fieldExpiryLeeway},
+		{"no upstream time", map[string]any{fieldMaxUpstreamTime: 0}, fieldMaxUpstreamTime},
+		{"upstream time beyond an hour", map[string]any{fieldMaxUpstreamTime: "2h"}, fieldMaxUpstreamTime},
 		{"unknown field", map[string]any{"base_ur": "https://x.example.com"}, "base_ur"},
 	}
 	for _, tt := range tests {

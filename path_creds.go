@@ -98,7 +98,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 
-	tok, reused, err := b.credsToken(ctx, st, state, name, role, client, cfg)
+	uctx, cancel := upstreamBudget(ctx, cfg)
+	defer cancel()
+	tok, reused, err := b.credsToken(uctx, st, state, name, role, client, cfg)
 	if err != nil {
 		var remembered *loginRejection
 		if errors.As(err, &remembered) {
@@ -207,7 +209,7 @@ type sharedFlight struct {
 // reuse_tokens its token is everyone's. Without, it decides for all: a
 // rejection is everyone's error, a success goes to one reader and the
 // others log in themselves. The login outlives the reader that started it,
-// within the configuration's own time budget.
+// within the configuration's max_upstream_time.
 func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, bool, error) {
 	start := time.Now()
 	key := name + "\x00" + strconv.FormatUint(st.mark, 10)
@@ -222,7 +224,7 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 		case v.alone:
 			return &sharedFlight{}, nil
 		}
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.loginBudget())
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.MaxUpstreamTime)
 		defer cancel()
 		tok, err := b.attemptLogin(lctx, st, name, role, client, cfg)
 		if err != nil {
@@ -247,6 +249,10 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 		tok, err := b.attemptLogin(ctx, st, name, role, client, cfg)
 		return tok, false, err
 	case <-ctx.Done():
+		var timeout *errUpstreamTimeout
+		if errors.As(context.Cause(ctx), &timeout) {
+			return nil, false, &roleError{role: name, op: opLogin, err: &errUpstreamTimeout{budget: timeout.budget, shared: true}}
+		}
 		return nil, false, &roleError{role: name, op: opLogin, err: &errWaitAborted{after: time.Since(start), err: ctx.Err()}}
 	}
 }
@@ -257,21 +263,21 @@ func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role 
 	seq := b.loginSeq.Add(1)
 	tok, err := b.login(ctx, client, name, role, purposeCreds)
 	if err != nil {
-		err = &roleError{role: name, op: opLogin, err: err}
+		err = &roleError{role: name, op: opLogin, err: upstreamErr(ctx, err)}
 	}
-	b.recordLogin(st, name, seq, tok, err, role, cfg)
+	b.recordLogin(st, name, seq, tok, err, role, cfg, true)
 	return tok, err
 }
 
 // recordLogin records a login's outcome for the role, provided the role and
-// configuration it used are still in force: a success (and, with
-// reuse_tokens and a cfg, the token, if it is worth sharing), or a failure,
-// a rejection among them remembered for rejected_login_backoff when cfg is
-// given. Outcomes count in the order their logins started (seq), not the
-// order MetaKraftwerk answered them: a rejection is not remembered over the
+// configuration it used are still in force: a success (and, when share is
+// set and the role has reuse_tokens, the token, if it is worth sharing), or
+// a failure, a rejection among them remembered for rejected_login_backoff.
+// Outcomes count in the order their logins started (seq), not the order
+// MetaKraftwerk answered them: a rejection is not remembered over the
 // success of a login that started after it, and a success does not end a
 // rejection of a later login.
-func (b *backend) recordLogin(st stamp, name string, seq uint64, tok *issuedToken, err error, role *roleEntry, cfg *mkConfig) {
+func (b *backend) recordLogin(st stamp, name string, seq uint64, tok *issuedToken, err error, role *roleEntry, cfg *mkConfig, share bool) {
 	now := b.now()
 	if err == nil {
 		b.store.update(st, name, func(rs *roleState) {
@@ -281,7 +287,7 @@ func (b *backend) recordLogin(st stamp, name string, seq uint64, tok *issuedToke
 			if rs.rejection != nil && rs.rejection.seq < seq {
 				rs.rejection = nil
 			}
-			if cfg != nil && role.ReuseTokens && reusable(tok, role, cfg, now) {
+			if share && role.ReuseTokens && reusable(tok, role, cfg, now) {
 				rs.token = tok
 			}
 		})
@@ -290,7 +296,7 @@ func (b *backend) recordLogin(st stamp, name string, seq uint64, tok *issuedToke
 	var rejection *loginRejection
 	var apiErr *mkclient.APIError
 	var rerr *roleError
-	if cfg != nil && cfg.RejectedLoginBackoff > 0 && errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
+	if cfg.RejectedLoginBackoff > 0 && errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
 		rejection = &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff), seq: seq}
 	}
 	b.store.update(st, name, func(rs *roleState) {

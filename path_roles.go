@@ -1,12 +1,16 @@
 package metakraftwerk
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/mail"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -240,8 +244,28 @@ var roleResponseFields = map[string]*framework.FieldSchema{
 	fieldSharedTokenExpiresAt: {Type: framework.TypeString, Required: true, Description: "With reuse_tokens, when the shared token expires."},
 }
 
-// roleListInfo is the key info of a role in LIST (vault list -detailed).
-var roleListInfo = []string{fieldEmail, fieldReuseTokens, fieldDescription, fieldProjects}
+// roleListInfo is what LIST shows of each role (vault list -detailed):
+// small fields only, so that a LIST, which the Vault UI sends routinely,
+// costs a bounded amount per role however large the roles are.
+func roleListInfo(r *roleEntry) map[string]any {
+	return map[string]any{
+		fieldEmail:        r.Email,
+		fieldReuseTokens:  r.ReuseTokens,
+		fieldProjectCount: len(r.Projects),
+		fieldDescription:  truncate(r.Description, maxListedDescription),
+	}
+}
+
+// maxListedDescription is how much of a description LIST shows, in runes.
+const maxListedDescription = 100
+
+// truncate cuts s to at most n runes, marking a cut with "…".
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}
 
 func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	names, err := req.Storage.List(ctx, roleStoragePrefix)
@@ -250,19 +274,25 @@ func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *fr
 	}
 	info := make(map[string]any, len(names))
 	for _, name := range names {
-		role, err := getRole(ctx, req.Storage, name)
-		if err != nil {
-			return nil, err
+		// What a creds read or an earlier LIST cached needs no storage read.
+		state, st := b.store.get(name)
+		switch {
+		case state.listed != nil:
+			info[name] = state.listed
+		case state.role != nil:
+			info[name] = roleListInfo(state.role)
+		default:
+			role, err := getRole(ctx, req.Storage, name)
+			if err != nil {
+				return nil, err
+			}
+			if role == nil { // deleted since the list
+				continue
+			}
+			listed := roleListInfo(role)
+			b.store.update(st, name, func(rs *roleState) { rs.listed = listed })
+			info[name] = listed
 		}
-		if role == nil { // deleted since the list
-			continue
-		}
-		all := role.toResponseData()
-		entry := make(map[string]any, len(roleListInfo))
-		for _, f := range roleListInfo {
-			entry[f] = all[f]
-		}
-		info[name] = entry
 	}
 	return logical.ListResponseWithInfo(names, info), nil
 }
@@ -305,10 +335,53 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return p.response(), nil
 	}
 
-	defer b.lockRole(name)()
+	// A write that needs no login is one read-modify-write under the
+	// role's lock.
+	unlock := b.lockRole(name)
 	existing, err := getRole(ctx, req.Storage, name)
 	if err != nil {
+		unlock()
 		return nil, err
+	}
+	role, verify, resp := b.roleFromRequest(req.Operation, name, existing, d, p)
+	if resp != nil || !verify {
+		defer unlock()
+		if resp != nil {
+			return resp, nil
+		}
+		return nil, b.storeRole(ctx, req.Storage, name, role)
+	}
+	unlock()
+
+	// A new or changed login is checked first, with no lock held while
+	// MetaKraftwerk answers; it is stored only if no other write landed
+	// meanwhile.
+	if resp, err := b.verifyLogin(ctx, req.Storage, name, role); resp != nil || err != nil {
+		return resp, err
+	}
+	role.VerifiedAt = b.now().UTC()
+
+	defer b.lockRole(name)()
+	current, err := getRole(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if resp := checkOperation(req.Operation, name, current); resp != nil {
+		return resp, nil
+	}
+	if !sameStoredRole(existing, current) {
+		return nil, logical.CodedError(http.StatusConflict, fmt.Sprintf(
+			"role %q was changed by another request while this write checked its login; nothing was stored. Send the write again", name))
+	}
+	return nil, b.storeRole(ctx, req.Storage, name, role)
+}
+
+// roleFromRequest is existing with the request's fields applied, and
+// whether the write must verify its login first; or the 400 that refuses
+// the request (collecting the problems p holds already).
+func (b *backend) roleFromRequest(op logical.Operation, name string, existing *roleEntry, d *framework.FieldData, p problems) (*roleEntry, bool, *logical.Response) {
+	if resp := checkOperation(op, name, existing); resp != nil {
+		return nil, false, resp
 	}
 	role := &roleEntry{ReuseMinRemaining: defaultReuseMinRemaining}
 	if existing != nil {
@@ -317,39 +390,72 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 	applyRoleFields(role, existing == nil, d, &p)
 	if resp := p.response(); resp != nil {
-		return resp, nil
+		return nil, false, resp
 	}
-
 	now := b.now().UTC()
 	role.UpdatedAt = now
 	if existing == nil || role.Password != existing.Password {
 		role.PasswordUpdatedAt = now
 	}
-	loginChanged := existing == nil || role.Email != existing.Email ||
-		role.Password != existing.Password || !slices.Equal(role.Projects, existing.Projects)
+	loginChanged := existing == nil || !sameLogin(role, existing)
 	if loginChanged {
 		role.VerifiedAt = time.Time{}
 	}
-	if d.Get(fieldVerify).(bool) && loginChanged {
-		client, _, err := b.client(ctx, req.Storage)
-		if err != nil {
-			return nil, err
-		}
-		v, err := b.verifyRole(ctx, client, name, role)
-		if err == nil && len(v.missing) > 0 {
-			err = &errMissingProjects{role: name, email: role.Email, missing: v.missing}
-		}
-		if err != nil {
-			return errorResponse(fmt.Errorf("verify: %w", err))
-		}
-		role.VerifiedAt = now
-	}
+	return role, loginChanged && d.Get(fieldVerify).(bool), nil
+}
 
-	// Evict whatever storage answered: a put that failed may still have
-	// been applied.
-	err = putRole(ctx, req.Storage, name, role)
+// checkOperation refuses a create of a role that exists by now, and an
+// update of one that no longer does: Vault authorised the request for
+// what the role was when it arrived, and a retry is authorised for what
+// it is now.
+func checkOperation(op logical.Operation, name string, current *roleEntry) *logical.Response {
+	switch {
+	case op == logical.CreateOperation && current != nil:
+		return logical.ErrorResponse(fmt.Sprintf("role %q was created by another request meanwhile; nothing was stored. Send the write again to update it", name))
+	case op == logical.UpdateOperation && current == nil:
+		return logical.ErrorResponse(fmt.Sprintf("role %q was deleted by another request meanwhile; nothing was stored. Send the write again to create it", name))
+	}
+	return nil
+}
+
+// sameStoredRole reports whether two reads of a role found the same stored
+// role, but for verified_at (which verify-role sets).
+func sameStoredRole(a, b *roleEntry) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ac, bc := *a, *b
+	ac.VerifiedAt, bc.VerifiedAt = time.Time{}, time.Time{}
+	aj, errA := json.Marshal(&ac)
+	bj, errB := json.Marshal(&bc)
+	return errA == nil && errB == nil && bytes.Equal(aj, bj)
+}
+
+// verifyLogin logs in with role's login and checks its projects, for a
+// role write; the 400, 502 or 504 that refuses the write, or nothing.
+func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, name string, role *roleEntry) (*logical.Response, error) {
+	client, cfg, err := b.client(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	uctx, cancel := upstreamBudget(ctx, cfg)
+	defer cancel()
+	v, err := b.verifyRole(uctx, client, name, role)
+	if err == nil && len(v.missing) > 0 {
+		err = &errMissingProjects{role: name, email: role.Email, missing: v.missing}
+	}
+	if err != nil {
+		return errorResponse(fmt.Errorf("verify: %w", err))
+	}
+	return nil, nil
+}
+
+// storeRole puts the role and drops what the engine holds for it, whatever
+// storage answered: a put that failed may still have been applied.
+func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string, role *roleEntry) error {
+	err := putRole(ctx, s, name, role)
 	b.store.evict(name)
-	return nil, err
+	return err
 }
 
 // applyRoleFields copies the fields present in d onto role (a partial

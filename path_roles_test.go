@@ -2,6 +2,7 @@ package metakraftwerk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,11 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
@@ -54,8 +57,8 @@ func TestRoleCreateReadListDelete(t *testing.T) {
 		t.Fatalf("list = %v", keys)
 	}
 	wantInfo := map[string]any{
-		"team-a-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: true, fieldDescription: "CI of team A", fieldProjects: []string{"DEMO_PROJECT", "CI_PROJECT"}},
-		"team-b-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: false, fieldDescription: "", fieldProjects: []string{}},
+		"team-a-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: true, fieldDescription: "CI of team A", fieldProjectCount: 2},
+		"team-b-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: false, fieldDescription: "", fieldProjectCount: 0},
 	}
 	if info := resp.Data["key_info"]; !reflect.DeepEqual(info, wantInfo) {
 		t.Fatalf("list key_info = %#v\nwant %#v", info, wantInfo)
@@ -365,28 +368,35 @@ func TestRoleVerifyPaginatedProjects(t *testing.T) {
 // A write that completes while another write of the same role is inside its
 // verify login is not undone when that login returns: writes of a role are
 // serialised, each starting from the last acknowledged version.
+// A write that checks its login holds no lock while MetaKraftwerk answers:
+// a competing write of the same role finishes meanwhile, and the checking
+// write then stores nothing and says to send it again. No acknowledged
+// write is undone.
 func TestRoleWritesNeverLoseUpdates(t *testing.T) {
 	cases := []struct {
 		name  string
 		op    logical.Operation
 		data  map[string]any
 		check func(t *testing.T, role *roleEntry)
+		// status and text of writer A's answer.
+		status int
+		text   string
 	}{
 		{"ttl change", logical.UpdateOperation, map[string]any{fieldTTL: "5m"}, func(t *testing.T, role *roleEntry) {
-			if role == nil || role.TTL != 5*time.Minute || !slices.Equal(role.Projects, []string{"CI_PROJECT"}) {
-				t.Fatalf("stored role lost an acknowledged update: %+v", redacted(role))
+			if role == nil || role.TTL != 5*time.Minute || !slices.Equal(role.Projects, []string{"DEMO_PROJECT"}) {
+				t.Fatalf("stored role is not writer B's: %+v", redacted(role))
 			}
-		}},
+		}, 409, `role "ci" was changed by another request while this write checked its login; nothing was stored. Send the write again`},
 		{"password change", logical.UpdateOperation, map[string]any{fieldPassword: "rotated-" + testPassword, fieldVerify: false}, func(t *testing.T, role *roleEntry) {
-			if role == nil || role.Password != "rotated-"+testPassword || !slices.Equal(role.Projects, []string{"CI_PROJECT"}) {
+			if role == nil || role.Password != "rotated-"+testPassword || !slices.Equal(role.Projects, []string{"DEMO_PROJECT"}) {
 				t.Fatalf("stored role lost the acknowledged password rotation: %+v", redacted(role))
 			}
-		}},
+		}, 409, "was changed by another request"},
 		{"delete", logical.DeleteOperation, nil, func(t *testing.T, role *roleEntry) {
 			if role != nil {
 				t.Fatalf("an acknowledged delete was undone: %+v", redacted(role))
 			}
-		}},
+		}, 400, `role "ci" was deleted by another request meanwhile; nothing was stored. Send the write again to create it`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -399,22 +409,107 @@ func TestRoleWritesNeverLoseUpdates(t *testing.T) {
 			reached, release := gate.arm(nil)
 			aDone, aResult := env.doAsync(logical.UpdateOperation, "roles/ci", map[string]any{fieldProjects: "CI_PROJECT"})
 			<-reached
-			// Writer B either completes now or waits for A.
-			bDone, bResult := env.doAsync(c.op, "roles/ci", c.data)
-			waitLockedOrDone(t, bDone, "pathRole")
+			// Writer B finishes while A's login is still held.
+			if resp, err := env.do(c.op, "roles/ci", c.data); err != nil || (resp != nil && resp.IsError()) {
+				t.Fatalf("writer B: %v", errorText(resp, err))
+			}
+			select {
+			case <-aDone:
+				t.Fatal("writer A finished while its login was held")
+			default:
+			}
 			release()
 			<-aDone
-			for w, result := range map[string]func() (*logical.Response, error){"A": aResult, "B": bResult} {
-				if resp, err := result(); err != nil || (resp != nil && resp.IsError()) {
-					t.Fatalf("writer %s: %v", w, errorText(resp, err))
-				}
+			if resp, err := aResult(); statusOf(resp, err) != c.status || !strings.Contains(errorText(resp, err), c.text) {
+				t.Fatalf("writer A: %d %q", statusOf(resp, err), errorText(resp, err))
 			}
 			role, err := getRole(context.Background(), env.storage, "ci")
 			if err != nil {
 				t.Fatal(err)
 			}
 			c.check(t, role)
+			// Sent again, A's write is applied on top of B's.
+			if c.op != logical.DeleteOperation {
+				env.mustWrite("roles/ci", map[string]any{fieldProjects: "CI_PROJECT", fieldVerify: false})
+				if role, _ := getRole(context.Background(), env.storage, "ci"); !slices.Equal(role.Projects, []string{"CI_PROJECT"}) {
+					t.Fatalf("the retried write: %+v", redacted(role))
+				}
+			}
 		})
+	}
+}
+
+// The role's lock is not held across the upstream login: while one write
+// of a role waits for MetaKraftwerk, a write of another role in the same
+// lock stripe, and a write of the same role that needs no login, both
+// finish.
+func TestRoleLockNotHeldAcrossTheLogin(t *testing.T) {
+	env := newTestBackend(t)
+	gate := env.gateLogins()
+	env.createRole("ci", nil)
+	// A role name in the same lock stripe as "ci".
+	stripe := locksutil.LockIndexForKey("ci")
+	other := ""
+	for i := 0; other == ""; i++ {
+		if n := fmt.Sprintf("role-%d", i); locksutil.LockIndexForKey(n) == stripe {
+			other = n
+		}
+	}
+	env.createRole(other, nil)
+	env.secrets = append(env.secrets, "rotated-"+testPassword)
+
+	reached, release := gate.arm(nil)
+	aDone, aResult := env.doAsync(logical.UpdateOperation, "roles/ci", map[string]any{fieldProjects: "CI_PROJECT"})
+	<-reached
+	env.mustWrite("roles/"+other, map[string]any{fieldTTL: "10m"})
+	env.mustWrite("roles/ci", map[string]any{fieldPassword: "rotated-" + testPassword, fieldVerify: false})
+	env.mustWrite("verify-role/"+other, nil)
+	select {
+	case <-aDone:
+		t.Fatal("the held write finished early")
+	default:
+	}
+	release()
+	if resp, err := aResult(); statusOf(resp, err) != 409 {
+		t.Fatalf("the held write: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	if role, _ := getRole(context.Background(), env.storage, "ci"); role.Password != "rotated-"+testPassword {
+		t.Fatal("the password change was undone")
+	}
+}
+
+// A create authorised because the role did not exist yet is refused when
+// the role exists by the time it is applied: a token that may only create
+// roles must not overwrite one created meanwhile.
+func TestCreateOfARoleCreatedMeanwhile(t *testing.T) {
+	env := newTestBackend(t)
+	gate := env.gateLogins()
+	env.secrets = append(env.secrets, otherPassword)
+	reached, release := gate.arm(nil)
+	aDone, aResult := env.doAsync(logical.CreateOperation, "roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword})
+	<-reached
+	// B's create arrives while A checks its login, and is applied first.
+	resp, err := env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.CreateOperation, Path: "roles/ci",
+		Storage: env.storage, Data: map[string]any{fieldEmail: otherEmail, fieldPassword: otherPassword, fieldVerify: false}})
+	env.record(resp, err)
+	if statusOf(resp, err) != 200 {
+		t.Fatalf("B: %q", errorText(resp, err))
+	}
+	release()
+	<-aDone
+	if resp, err := aResult(); statusOf(resp, err) != 400 ||
+		errorText(resp, err) != `role "ci" was created by another request meanwhile; nothing was stored. Send the write again to update it` {
+		t.Fatalf("A: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	if role, _ := getRole(context.Background(), env.storage, "ci"); role.Email != otherEmail {
+		t.Fatalf("B's role was overwritten: %+v", redacted(role))
+	}
+	// A create that finds the role under the lock is refused the same way.
+	resp, err = env.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.CreateOperation, Path: "roles/ci",
+		Storage: env.storage, Data: map[string]any{fieldTTL: "1m"}})
+	env.record(resp, err)
+	if statusOf(resp, err) != 400 || !strings.Contains(errorText(resp, err), "was created by another request") {
+		t.Fatalf("create of an existing role: %d %q", statusOf(resp, err), errorText(resp, err))
 	}
 }
 
@@ -531,4 +626,73 @@ func TestRoleWriteNamesEveryProblemInOrder(t *testing.T) {
 		}
 		at += i + len(w)
 	}
+}
+
+// LIST answers a bounded amount per role however large the roles are, and
+// serves roles a creds read has cached without reading storage.
+func TestRoleListIsBoundedPerRole(t *testing.T) {
+	env := newTestBackend(t)
+	fat := func(i int) *roleEntry {
+		r := &roleEntry{Email: fmt.Sprintf("user-%d@example.com", i), Password: testPassword,
+			Description: strings.Repeat("é", maxDescriptionLen/2), ReuseMinRemaining: time.Hour}
+		for p := range maxProjects {
+			r.Projects = append(r.Projects, fmt.Sprintf("%03d-", p)+strings.Repeat("p", maxProjectNameLen-4))
+		}
+		return r
+	}
+	const roles = 1000
+	for i := range roles {
+		if err := putRole(context.Background(), env.storage, fmt.Sprintf("fat-%04d", i), fat(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := env.do(logical.ListOperation, "roles/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(resp.Data)
+	if len(body) > 1500*1000 {
+		t.Fatalf("LIST of %d fat roles answered %d bytes", roles, len(body))
+	}
+	info := resp.Data["key_info"].(map[string]any)["fat-0007"].(map[string]any)
+	if info[fieldProjectCount] != maxProjects || info[fieldEmail] != "user-7@example.com" ||
+		info[fieldDescription] != strings.Repeat("é", maxListedDescription)+"…" {
+		t.Fatalf("key_info = %v", info)
+	}
+	t.Logf("LIST of %d roles of %d projects: %d bytes", roles, maxProjects, len(body))
+
+	// A role a creds read cached, or an earlier LIST listed, costs no
+	// storage read; a written role is read afresh.
+	env.createRole("ci", nil)
+	env.mustRead("creds/ci")
+	env.mustWrite("roles/fat-0001", map[string]any{fieldDescription: "rewritten", fieldVerify: false})
+	counting := &countingStorage{Storage: env.storage}
+	env.reqStorage = counting
+	resp, err = env.do(logical.ListOperation, "roles/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counting.gets["roles/ci"] != 0 || counting.gets["roles/fat-0000"] != 0 || counting.gets["roles/fat-0001"] != 1 {
+		t.Fatalf("storage reads: ci %d, fat-0000 %d, fat-0001 %d", counting.gets["roles/ci"], counting.gets["roles/fat-0000"], counting.gets["roles/fat-0001"])
+	}
+	if got := resp.Data["key_info"].(map[string]any)["fat-0001"].(map[string]any)[fieldDescription]; got != "rewritten" {
+		t.Fatalf("a rewritten role lists %q", got)
+	}
+}
+
+// countingStorage counts the Gets of each key.
+type countingStorage struct {
+	logical.Storage
+	mu   sync.Mutex
+	gets map[string]int
+}
+
+func (c *countingStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	c.mu.Lock()
+	if c.gets == nil {
+		c.gets = map[string]int{}
+	}
+	c.gets[key]++
+	c.mu.Unlock()
+	return c.Storage.Get(ctx, key)
 }

@@ -1,13 +1,20 @@
 package metakraftwerk
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
 )
 
 func TestVerifyRolePasses(t *testing.T) {
@@ -51,45 +58,121 @@ func TestVerifyRoleReportsMissingProjects(t *testing.T) {
 	}
 }
 
-// A rejected login here is reported, not remembered: the next creds read
-// tries again. A passing one ends a rejection that creds reads remember.
+// A rejected login here is remembered like a creds read's; while it is,
+// verify-role answers 429 without logging in. rotate-role forgets it, so
+// that an operator who fixed the account upstream can check at once.
 func TestVerifyRoleAndTheRejectionMemory(t *testing.T) {
 	env := newTestBackend(t)
 	env.mustWrite("roles/wrong", map[string]any{fieldEmail: testEmail, fieldPassword: "not-the-password", fieldVerify: false})
 	env.secrets = append(env.secrets, "not-the-password")
 	resp, err := env.do(logical.UpdateOperation, "verify-role/wrong", nil)
-	if statusOf(resp, err) != 400 || !strings.Contains(errorText(resp, err), `MetaKraftwerk rejected the login for role "wrong"`) {
-		t.Fatalf("verify-role of a wrong password: %d %q", statusOf(resp, err), errorText(resp, err))
+	rejected := errorText(resp, err)
+	if statusOf(resp, err) != 400 || !strings.Contains(rejected, `MetaKraftwerk rejected the login for role "wrong": Invalid login`) {
+		t.Fatalf("verify-role of a wrong password: %d %q", statusOf(resp, err), rejected)
 	}
-	if got := env.mustRead("roles/wrong").Data; got[fieldLoginRefusedUntil] != "" || got[fieldLastError] != errorText(resp, err) {
+	if got := env.mustRead("roles/wrong").Data; got[fieldLoginRefusedUntil] == "" || got[fieldLastError] != rejected {
 		t.Errorf("after a rejected verify the role reads %#v", got)
 	}
+	// Remembered: neither a creds read nor another verify logs in.
+	failed := env.mk.Stats().FailedLogins
 	if resp, err := env.do(logical.ReadOperation, "creds/wrong", nil); statusOf(resp, err) != 400 {
 		t.Fatal(statusOf(resp, err))
 	}
+	resp, err = env.do(logical.UpdateOperation, "verify-role/wrong", nil)
+	env.clock.Advance(time.Minute)
+	assertTooManyRequests(t, resp, err, "wrong", 300)
+	if n := env.mk.Stats().FailedLogins - failed; n != 0 {
+		t.Fatalf("%d failed logins while the rejection was remembered", n)
+	}
 	m := env.scrape()
 	m.expect(1, "metakraftwerk_logins_total", "role=wrong", "purpose=verify", "outcome=rejected")
-	m.expect(1, "metakraftwerk_logins_total", "role=wrong", "purpose=creds", "outcome=rejected")
-	m.absent("metakraftwerk_creds_refused_total", "role=wrong")
+	m.absent("metakraftwerk_logins_total", "role=wrong", "purpose=creds", "outcome=rejected")
+	m.expect(1, "metakraftwerk_creds_refused_total", "role=wrong")
 
-	// A creds read's rejection is remembered; a passing verify ends it.
+	// A creds read's rejection stops verify-role too; after the account is
+	// fixed upstream, rotate-role and then verify-role pass.
 	env.createRole("ci", nil)
 	gate := env.gateLogins()
-	_, release := gate.arm(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, `{"name":"NotAuthenticated","message":"Invalid login","code":401}`, http.StatusUnauthorized)
-	})
+	_, release := gate.arm(rejectLogin)
 	release()
 	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 400 {
 		t.Fatal(statusOf(resp, err))
 	}
-	if got := env.mustRead("roles/ci").Data[fieldLoginRefusedUntil]; got == "" {
-		t.Fatal("the creds read's rejection is not remembered")
+	resp, err = env.do(logical.UpdateOperation, "verify-role/ci", nil)
+	assertTooManyRequests(t, resp, err, "ci", 300)
+	env.mustWrite("rotate-role/ci", nil)
+	if got := env.mustWrite("verify-role/ci", nil).Data[fieldVerified]; got != true {
+		t.Fatalf("verify after rotate: %v", got)
 	}
-	env.mustWrite("verify-role/ci", nil)
 	if got := env.mustRead("roles/ci").Data[fieldLoginRefusedUntil]; got != "" {
 		t.Errorf("login_refused_until %v after a passing verify", got)
 	}
 	env.mustRead("creds/ci")
+}
+
+// assertTooManyRequests checks verify-role's 429: the status, Retry-After,
+// retry_after, and a message that says what to do.
+func assertTooManyRequests(t *testing.T, resp *logical.Response, err error, role string, retryAfter int64) {
+	t.Helper()
+	if err != nil || resp == nil || resp.Data[logical.HTTPStatusCode] != http.StatusTooManyRequests {
+		t.Fatalf("want a 429, got %v %v", respErr(resp), err)
+	}
+	var body struct {
+		Errors []string
+		Data   struct {
+			RetryAfter int64 `json:"retry_after"`
+		}
+	}
+	if err := json.Unmarshal(resp.Data[logical.HTTPRawBody].([]byte), &body); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("run rotate-role/%s first (it forgets the rejection), then verify-role again", role)
+	if len(body.Errors) != 1 || !strings.Contains(body.Errors[0], want) || !strings.Contains(body.Errors[0], "MetaKraftwerk rejected the login") {
+		t.Errorf("429 errors %q lack %q", body.Errors, want)
+	}
+	if body.Data.RetryAfter != retryAfter || resp.Headers["Retry-After"][0] != strconv.FormatInt(retryAfter, 10) {
+		t.Errorf("retry_after %d, Retry-After %v; want %d", body.Data.RetryAfter, resp.Headers["Retry-After"], retryAfter)
+	}
+}
+
+// Twenty verify-role calls on a rejected role, one after another and
+// twenty at once, cost one failed login between them.
+func TestVerifyRoleNeverHammersARejectedLogin(t *testing.T) {
+	for _, concurrent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("concurrent=%v", concurrent), func(t *testing.T) {
+			env := newTestBackend(t)
+			env.mustWrite("roles/wrong", map[string]any{fieldEmail: testEmail, fieldPassword: "not-the-password", fieldVerify: false})
+			env.secrets = append(env.secrets, "not-the-password")
+			statuses := make([]int, 20)
+			var wg sync.WaitGroup
+			for i := range statuses {
+				call := func() {
+					defer wg.Done()
+					resp, err := env.do(logical.UpdateOperation, "verify-role/wrong", nil)
+					if resp != nil && resp.Data[logical.HTTPStatusCode] != nil {
+						statuses[i] = resp.Data[logical.HTTPStatusCode].(int)
+					} else {
+						statuses[i] = statusOf(resp, err)
+					}
+				}
+				wg.Add(1)
+				if concurrent {
+					go call()
+				} else {
+					call()
+				}
+			}
+			wg.Wait()
+			if n := env.mk.Stats().FailedLogins; n != 1 {
+				t.Fatalf("%d failed logins for 20 verify-role calls (statuses %v)", n, statuses)
+			}
+			for _, s := range statuses {
+				if s != 400 && s != 429 {
+					t.Fatalf("statuses %v", statuses)
+				}
+			}
+		})
+	}
 }
 
 func TestVerifyRoleErrors(t *testing.T) {
@@ -108,5 +191,35 @@ func TestVerifyRoleErrors(t *testing.T) {
 	resp, err := env.do(logical.UpdateOperation, "verify-role/ci", nil)
 	if statusOf(resp, err) != 502 {
 		t.Errorf("verify-role with MetaKraftwerk down: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+}
+
+// A check that MetaKraftwerk does not answer in time ends before the
+// request's own deadline, with a 504 that says so, not with the request
+// cancelled underneath it: for verify-role and for a role write.
+func TestVerifyAnswersBeforeTheRequestDeadline(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mustWrite("config", map[string]any{fieldRequestTimeout: "30s"})
+	env.mk.SetFaults(devserver.Faults{Mode: devserver.ModeHang})
+	for _, req := range []*logical.Request{
+		{Operation: logical.UpdateOperation, Path: "verify-role/ci"},
+		{Operation: logical.UpdateOperation, Path: "roles/ci", Data: map[string]any{fieldProjects: "DEMO_PROJECT"}},
+		{Operation: logical.CreateOperation, Path: "roles/new", Data: map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}},
+	} {
+		req.Storage = env.storage
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		start := time.Now()
+		resp, err := env.b.HandleRequest(ctx, req)
+		took := time.Since(start)
+		cancel()
+		env.record(resp, err)
+		if msg := errorText(resp, err); statusOf(resp, err) != 504 || took >= time.Second ||
+			!strings.Contains(msg, "MetaKraftwerk did not answer within 900ms") {
+			t.Errorf("%s: %d after %s: %q", req.Path, statusOf(resp, err), took, msg)
+		}
+	}
+	if role, _ := getRole(context.Background(), env.storage, "new"); role != nil {
+		t.Error("a role whose check timed out was stored")
 	}
 }

@@ -39,6 +39,9 @@ type roleState struct {
 	// role is the decoded stored role, so that a creds read needs no
 	// storage round trip. Never modified: writes evict.
 	role *roleEntry
+	// listed is what LIST shows of the role (roleListInfo), kept so that
+	// repeated LISTs need no storage round trip either. Never modified.
+	listed map[string]any
 	// token is the shared token of a role with reuse_tokens.
 	token *issuedToken
 	// lastLogin is when a login of this role last succeeded, and

@@ -54,10 +54,10 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 		{name: "502 then success", faults: devserver.Faults{FailNext: 2, FailStatus: 502}, want: "ok"},
 		{name: "503 then success", faults: devserver.Faults{FailNext: 2, FailStatus: 503, RetryAfter: 1}, want: "ok", minTime: 2 * time.Second},
 		{name: "504 then success", faults: devserver.Faults{FailNext: 2, FailStatus: 504}, want: "ok"},
-		{name: "503 beyond retries", faults: devserver.Faults{FailNext: 10, FailStatus: 503}, want: "HTTP 503: Service Unavailable (after 3 attempts)", code: "502"},
+		{name: "503 beyond retries", faults: devserver.Faults{FailNext: 10, FailStatus: 503}, want: "HTTP 503 Unavailable: Service Unavailable (after 3 attempts)", code: "502"},
 		{name: "429 with Retry-After honoured", faults: devserver.Faults{RateLimitNext: 2, RetryAfter: 1}, want: "ok", minTime: 2 * time.Second},
 		{name: "401 bad credentials", role: "wrong-pw", want: `MetaKraftwerk rejected the login for role "wrong-pw": Invalid login`, code: "400"},
-		{name: "400 from upstream", faults: devserver.Faults{FailNext: 1, FailStatus: 400}, want: `rejected the login for role "team-a-ci" (HTTP 400)`, code: "400"},
+		{name: "400 from upstream", faults: devserver.Faults{FailNext: 1, FailStatus: 400}, want: `rejected the login for role "team-a-ci" (HTTP 400 BadRequest): Bad Request`, code: "400"},
 		{name: "201 with a non-JSON body", faults: devserver.Faults{Mode: devserver.ModeGarbage}, want: "the login answer is not a JSON object", code: "502"},
 		{name: "201 without accessToken", faults: devserver.Faults{Mode: devserver.ModeNoToken}, want: "the login answer has no accessToken", code: "502"},
 		{name: "accessToken not a JWT", faults: devserver.Faults{Mode: devserver.ModeNotJWT}, want: "is not a JWT", code: "502"},
@@ -65,7 +65,7 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 		{name: "JWT without exp", faults: devserver.Faults{Mode: devserver.ModeNoExp}, want: "ok", warning: "no exp claim"},
 		{name: "10 MiB body", faults: devserver.Faults{Mode: devserver.ModeHuge}, want: "exceeds the 1 MiB limit", code: "502"},
 		{name: "redirect to another host", faults: devserver.Faults{Mode: devserver.ModeRedirect, RedirectTo: other.URL},
-			want: `redirect to "` + other.URL + `/authentication"`, code: "502"},
+			want: `redirect to ` + other.URL + ` (path and query not shown)`, code: "502"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,6 +38,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/leakcheck"
 )
 
 const (
@@ -254,6 +255,8 @@ type Stack struct {
 	secrets []string // every password and every token the stand-in minted
 	served  []string // tokens handed out through Vault (CLI stdout, API reads)
 	stderr  []string
+	// stdout is what the CLI printed that a password must not be in.
+	stdout []string
 }
 
 func NewStack(t *testing.T, opts StackOptions) *Stack {
@@ -584,6 +587,7 @@ func (s *Stack) cli(addr, token string, args ...string) (string, string, error) 
 	err := cmd.Run()
 	s.mu.Lock()
 	s.stderr = append(s.stderr, stderr.String())
+	s.stdout = append(s.stdout, stdout.String())
 	s.served = append(s.served, jwtRe.FindAllString(stdout.String(), -1)...)
 	s.mu.Unlock()
 	return stdout.String(), stderr.String(), err
@@ -675,14 +679,17 @@ func (s *Stack) teardown() {
 }
 
 // checkNoLeaks asserts that no password and no token the stand-in ever
-// minted appears in clear in Vault's trace log (which carries the plugin's
-// log), the audit log, or any CLI stderr. It also proves the scan looks at
-// the right place: the audit log holds the HMAC of a minted token.
+// minted appears in Vault's trace log (which carries the plugin's log), the
+// audit log, or any CLI stderr, and no password in any CLI stdout: a token
+// in clear, a password in any spelling leakcheck knows (URL-encoded,
+// base64, …). It also proves the scan looks at the right place: the audit
+// log holds the HMAC of a minted token.
 func (s *Stack) checkNoLeaks() {
 	s.t.Helper()
 	s.mu.Lock()
 	secrets := append([]string(nil), s.secrets...)
 	stderr := strings.Join(s.stderr, "\n")
+	stdout := strings.Join(s.stdout, "\n")
 	s.mu.Unlock()
 	audit, _ := os.ReadFile(s.audit)
 	places := map[string]string{"audit log": string(audit), "CLI stderr": stderr}
@@ -714,9 +721,14 @@ func (s *Stack) checkNoLeaks() {
 			}
 		}
 		for _, i := range passwords {
-			if strings.Contains(text, secrets[i]) {
-				s.t.Errorf("secret #%d (a password of %d chars) appears in clear in the %s", i, len(secrets[i]), where)
+			for _, leak := range leakcheck.Find(text, secrets[i:i+1]) {
+				s.t.Errorf("secret #%d (a password of %d chars) appears in the %s, %s", i, len(secrets[i]), where, leak.Form)
 			}
+		}
+	}
+	for _, i := range passwords {
+		for _, leak := range leakcheck.Find(stdout, secrets[i:i+1]) {
+			s.t.Errorf("secret #%d (a password of %d chars) appears in the CLI stdout, %s", i, len(secrets[i]), leak.Form)
 		}
 	}
 	if !s.auditOn {

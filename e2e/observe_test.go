@@ -33,7 +33,7 @@ func TestObserveRoles(t *testing.T) {
 	s.addSecret("not-the-password")
 
 	list := s.MustCLI("list", "-detailed", mount+"/roles")
-	for _, want := range []string{"email", "reuse_tokens", "description", "projects", teamAEmail, "shared CI token", teamBEmail} {
+	for _, want := range []string{"email", "reuse_tokens", "description", "project_count", teamAEmail, "shared CI token", teamBEmail} {
 		if !strings.Contains(list, want) {
 			t.Errorf("list -detailed lacks %q:\n%s", want, list)
 		}

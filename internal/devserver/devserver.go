@@ -10,18 +10,23 @@
 package devserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +46,8 @@ const (
 
 	maxRequestBody = 64 << 10
 	firstProjectID = 400
+	// hostileElements makes ModeHostile's answer just under 1 MiB.
+	hostileElements = (1<<20 - 64) / 2
 )
 
 // User is one MetaKraftwerk account of the stand-in.
@@ -68,6 +75,8 @@ type Config struct {
 	// Paginate, when set, makes the project list answer in pages the way a
 	// paginated Feathers service does.
 	Paginate *Paginate
+	// TLS, when set, makes Listen serve HTTPS with it.
+	TLS *tls.Config
 }
 
 // Paginate is Feathers' paginate option: find answers with
@@ -108,8 +117,33 @@ const (
 	ModeHuge     Mode = "huge"     // 201 with a 10 MiB body
 	ModeRedirect Mode = "redirect" // 307 to RedirectTo
 	ModeHang     Mode = "hang"     // accept, then never answer
-	ModeEcho     Mode = "echo"     // 401 whose message quotes the request body, as a careless gateway does
+	ModeEcho     Mode = "echo"     // 401 whose message quotes the request (Faults.Echo says how), as a careless gateway does
+	// ModeFormRedirect answers 303 to /login?email=…&password=… on its own
+	// host, as a form-login gateway in front of the API does.
+	ModeFormRedirect Mode = "form-redirect"
+	// ModeHostile answers 201 with 1 MiB of JSON shaped to cost a decoder
+	// that builds generic values many times its size.
+	ModeHostile Mode = "hostile"
 )
+
+// Echo says how ModeEcho quotes the request in its 401's message.
+type Echo string
+
+// The encodings of ModeEcho: each is a way a gateway or an upstream
+// library has been seen to re-encode what it received.
+const (
+	EchoRaw        Echo = ""            // the body as received
+	EchoURL        Echo = "url"         // the body URL-encoded (QueryEscape)
+	EchoHTML       Echo = "html"        // the body HTML-escaped
+	EchoBase64     Echo = "base64"      // the password in standard base64
+	EchoBase64Body Echo = "base64-body" // the whole body in standard base64
+	EchoPrefix     Echo = "prefix"      // the first half of the password
+	EchoTruncated  Echo = "truncated"   // the body cut in the middle of the password
+	EchoNode       Echo = "node"        // the body escaped as Node's JSON.stringify does: U+2028, DEL and <>& left raw
+)
+
+// Echoes lists every Echo, for tests that try them all.
+var Echoes = []Echo{EchoRaw, EchoURL, EchoHTML, EchoBase64, EchoBase64Body, EchoPrefix, EchoTruncated, EchoNode}
 
 // Duration is a time.Duration that reads "50ms" or a number of milliseconds from JSON.
 type Duration time.Duration
@@ -152,6 +186,8 @@ type Faults struct {
 	Mode Mode `json:"mode"`
 	// RedirectTo is the base URL that ModeRedirect points at.
 	RedirectTo string `json:"redirect_to"`
+	// Echo is how ModeEcho quotes the request.
+	Echo Echo `json:"echo"`
 	// TokenLifetime, when set, overrides the configured lifetime.
 	TokenLifetime Duration `json:"token_lifetime"`
 }
@@ -170,6 +206,10 @@ type Stats struct {
 	FaultsServed int64 `json:"faults_served"`
 	// APIRequests counts /api/v1 requests.
 	APIRequests int64 `json:"api_requests"`
+	// Connections counts the TCP connections accepted (by Listen's server),
+	// and TLSHandshakes the TLS handshakes completed on them.
+	Connections   int64 `json:"connections"`
+	TLSHandshakes int64 `json:"tls_handshakes"`
 }
 
 // Server is the stand-in. It is safe for concurrent use.
@@ -299,7 +339,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+ControlPrefix+"faults", s.handleSetFaults)
 	mux.HandleFunc("POST "+ControlPrefix+"reset", s.handleReset)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("Page not found: %s", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Page not found: %s", r.URL.Path))
 	})
 	return s.logRequests(mux)
 }
@@ -339,10 +379,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, name, message string) {
-	class := map[int]string{400: "bad-request", 401: "not-authenticated", 403: "forbidden", 404: "not-found",
-		405: "method-not-allowed", 429: "too-many-requests", 500: "general-error", 502: "bad-gateway", 503: "unavailable"}[status]
-	writeJSON(w, status, feathersError{Name: name, Message: message, Code: status, ClassName: class})
+// feathersClasses are FeathersJS's error name and className by status.
+var feathersClasses = map[int][2]string{
+	400: {"BadRequest", "bad-request"}, 401: {"NotAuthenticated", "not-authenticated"}, 403: {"Forbidden", "forbidden"},
+	404: {"NotFound", "not-found"}, 405: {"MethodNotAllowed", "method-not-allowed"}, 422: {"Unprocessable", "unprocessable"},
+	429: {"TooManyRequests", "too-many-requests"}, 500: {"GeneralError", "general-error"}, 501: {"NotImplemented", "not-implemented"},
+	502: {"BadGateway", "bad-gateway"}, 503: {"Unavailable", "unavailable"}, 504: {"Timeout", "timeout"},
+}
+
+// writeError answers a FeathersJS error of status with message.
+func writeError(w http.ResponseWriter, status int, message string) {
+	c, ok := feathersClasses[status]
+	if !ok {
+		c = feathersClasses[500]
+	}
+	writeJSON(w, status, feathersError{Name: c[0], Message: message, Code: status, ClassName: c[1]})
 }
 
 // wait sleeps for d, or until the request or the server ends.
@@ -391,7 +442,7 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodDelete {
 		// As on FeathersJS: re-verifies the token and does NOT invalidate it.
 		if _, ok := s.verifyBearer(r); !ok {
-			writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Not authenticated")
+			writeError(w, http.StatusUnauthorized, "Not authenticated")
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"accessToken": bearer(r)})
@@ -399,7 +450,7 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST, DELETE")
-		writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", fmt.Sprintf("Method `%s` is not supported by this endpoint.", r.Method))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("Method `%s` is not supported by this endpoint.", r.Method))
 		return
 	}
 	f, failStatus := s.loginFault()
@@ -418,23 +469,37 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 	case 0:
 	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
-		writeError(w, failStatus, "TooManyRequests", "Too many requests")
+		writeError(w, failStatus, "Too many requests")
 		return
 	default:
 		if failStatus == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
 		}
-		writeError(w, failStatus, "GeneralError", http.StatusText(failStatus))
+		writeError(w, failStatus, http.StatusText(failStatus))
 		return
 	}
 	if f.Mode == ModeRedirect {
 		http.Redirect(w, r, strings.TrimRight(f.RedirectTo, "/")+"/authentication", http.StatusTemporaryRedirect)
 		return
 	}
-	if f.Mode == ModeEcho {
+	switch f.Mode {
+	case ModeEcho:
 		raw, _ := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
 		s.countFailure()
-		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Invalid login: "+string(raw))
+		if f.Echo == EchoNode {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = fmt.Fprintf(w, `{"name":"NotAuthenticated","message":"Invalid login: %s","code":401,"className":"not-authenticated"}`, nodeEscape(string(raw)))
+			return
+		}
+		writeError(w, http.StatusUnauthorized, "Invalid login: "+echo(f.Echo, raw))
+		return
+	case ModeFormRedirect:
+		var body struct{ Email, Password string }
+		_ = json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&body)
+		q := url.Values{"email": {body.Email}, "password": {body.Password}}
+		w.Header().Set("Location", "/login?"+q.Encode())
+		w.WriteHeader(http.StatusSeeOther)
 		return
 	}
 
@@ -445,7 +510,7 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&body); err != nil {
 		s.countFailure()
-		writeError(w, http.StatusBadRequest, "BadRequest", "Invalid JSON body")
+		writeError(w, http.StatusBadRequest, "Invalid JSON body")
 		return
 	}
 	for _, field := range []struct {
@@ -454,22 +519,64 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 	}{{"strategy", body.Strategy}, {"email", body.Email}, {"password", body.Password}} {
 		if field.v == nil || *field.v == "" {
 			s.countFailure()
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("'%s' is required", field.name))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("'%s' is required", field.name))
 			return
 		}
 	}
 	if *body.Strategy != "local" {
 		s.countFailure()
-		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Invalid authentication information (strategy not allowed in authStrategies)")
+		writeError(w, http.StatusUnauthorized, "Invalid authentication information (strategy not allowed in authStrategies)")
 		return
 	}
 	user, ok := s.users[*body.Email]
 	if !ok || subtle.ConstantTimeCompare([]byte(user.Password), []byte(*body.Password)) != 1 {
 		s.countFailure()
-		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Invalid login")
+		writeError(w, http.StatusUnauthorized, "Invalid login")
 		return
 	}
 	s.answerLogin(w, user, f)
+}
+
+// echo is the request body as f quotes it back.
+func echo(f Echo, raw []byte) string {
+	var login struct{ Password string }
+	_ = json.Unmarshal(raw, &login)
+	switch f {
+	case EchoURL:
+		return url.QueryEscape(string(raw))
+	case EchoHTML:
+		return html.EscapeString(string(raw))
+	case EchoBase64:
+		return base64.StdEncoding.EncodeToString([]byte(login.Password))
+	case EchoBase64Body:
+		return base64.StdEncoding.EncodeToString(raw)
+	case EchoPrefix:
+		return "password starts " + login.Password[:len(login.Password)/2]
+	case EchoTruncated:
+		if i := bytes.Index(raw, []byte(`"password":"`)); i >= 0 {
+			return string(raw[:i+len(`"password":"`)+len(login.Password)/2])
+		}
+	}
+	return string(raw)
+}
+
+// nodeEscape escapes s for a JSON string as Node's JSON.stringify does:
+// only the quote, the backslash and C0 controls; DEL, U+2028, U+2029 and
+// <>& stay as they are.
+func nodeEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func (s *Server) countFailure() {
@@ -484,6 +591,13 @@ func (s *Server) answerLogin(w http.ResponseWriter, user User, f Faults) {
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, "<html><body>502 upstream hiccup</body></html>")
+		return
+	case ModeHostile:
+		// An accessToken of half a million tiny array elements: 1 MiB here,
+		// over 10 MiB once decoded into generic values.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"accessToken":[`+strings.Repeat("0,", hostileElements)+`0],"user":{"id":1}}`)
 		return
 	case ModeHuge:
 		w.Header().Set("Content-Type", "application/json")
@@ -523,7 +637,7 @@ func (s *Server) answerLogin(w http.ResponseWriter, user User, f Faults) {
 	token.Header["typ"] = "access"
 	signed, err := token.SignedString(s.key)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "GeneralError", "cannot sign token")
+		writeError(w, http.StatusInternalServerError, "cannot sign token")
 		return
 	}
 	if f.Mode == ModeNotJWT {
@@ -586,7 +700,7 @@ func (s *Server) apiAuth(w http.ResponseWriter, r *http.Request) (User, bool) {
 	}
 	u, ok := s.verifyBearer(r)
 	if !ok {
-		writeError(w, http.StatusUnauthorized, "NotAuthenticated", "Not authenticated")
+		writeError(w, http.StatusUnauthorized, "Not authenticated")
 	}
 	return u, ok
 }
@@ -650,7 +764,7 @@ func (s *Server) handleProject(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeError(w, http.StatusNotFound, "NotFound", fmt.Sprintf("No record found for id '%s'", r.PathValue("id")))
+	writeError(w, http.StatusNotFound, fmt.Sprintf("No record found for id '%s'", r.PathValue("id")))
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
@@ -666,11 +780,11 @@ func (s *Server) handleSetFaults(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", "invalid faults: "+err.Error())
+		writeError(w, http.StatusBadRequest, "invalid faults: "+err.Error())
 		return
 	}
 	if err := f.validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	s.SetFaults(f)
@@ -678,8 +792,13 @@ func (s *Server) handleSetFaults(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f Faults) validate() error {
+	switch f.Echo {
+	case EchoRaw, EchoURL, EchoHTML, EchoBase64, EchoBase64Body, EchoPrefix, EchoTruncated, EchoNode:
+	default:
+		return fmt.Errorf("unknown echo %q", f.Echo)
+	}
 	switch f.Mode {
-	case ModeNormal, ModeGarbage, ModeNoToken, ModeNotJWT, ModeExpired, ModeNoExp, ModeHuge, ModeHang, ModeEcho:
+	case ModeNormal, ModeGarbage, ModeNoToken, ModeNotJWT, ModeExpired, ModeNoExp, ModeHuge, ModeHang, ModeEcho, ModeFormRedirect, ModeHostile:
 	case ModeRedirect:
 		if f.RedirectTo == "" {
 			return errors.New("mode redirect needs redirect_to")
@@ -736,7 +855,8 @@ type Running struct {
 	http     *http.Server
 }
 
-// Listen starts serving on addr ("127.0.0.1:0" picks a free loopback port).
+// Listen starts serving on addr ("127.0.0.1:0" picks a free loopback port),
+// over TLS when cfg.TLS is set.
 func Listen(addr string, cfg Config) (*Running, error) {
 	srv, err := New(cfg)
 	if err != nil {
@@ -746,10 +866,40 @@ func Listen(addr string, cfg Config) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Running{Server: srv, URL: "http://" + ln.Addr().String(), listener: ln,
-		http: &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+	scheme := "http"
+	if cfg.TLS != nil {
+		ln, scheme = tls.NewListener(ln, srv.countHandshakes(cfg.TLS)), "https"
+	}
+	r := &Running{Server: srv, URL: scheme + "://" + ln.Addr().String(), listener: ln,
+		http: &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ConnState: srv.countConn}}
 	go func() { _ = r.http.Serve(ln) }()
 	return r, nil
+}
+
+// countConn counts accepted connections.
+func (s *Server) countConn(_ net.Conn, state http.ConnState) {
+	if state == http.StateNew {
+		s.mu.Lock()
+		s.stats.Connections++
+		s.mu.Unlock()
+	}
+}
+
+// countHandshakes returns a copy of cfg that counts every TLS handshake,
+// full or resumed.
+func (s *Server) countHandshakes(cfg *tls.Config) *tls.Config {
+	cfg = cfg.Clone()
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		s.mu.Lock()
+		s.stats.TLSHandshakes++
+		s.mu.Unlock()
+		if verify != nil {
+			return verify(cs)
+		}
+		return nil
+	}
+	return cfg
 }
 
 // Addr is the listening address.

@@ -2,6 +2,7 @@ package devserver
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -208,7 +209,9 @@ func TestModes(t *testing.T) {
 	r, _ := start(t, nil)
 	login := `{"strategy":"local","email":"a@example.com","password":"pw-a-123"}`
 	decode := func(mode Mode) (int, []byte) {
-		r.SetFaults(Faults{Mode: mode, RedirectTo: "http://127.0.0.1:1"})
+		if f := r.Faults(); f.Mode != mode {
+			r.SetFaults(Faults{Mode: mode, RedirectTo: "http://127.0.0.1:1"})
+		}
 		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		resp, err := client.Post(r.URL+"/authentication", "application/json", strings.NewReader(login))
 		if err != nil {
@@ -252,9 +255,37 @@ func TestModes(t *testing.T) {
 			}
 		}
 	}
+	if code, b := decode(ModeHostile); code != 201 || len(b) > 1<<20 || len(b) < 1<<19 || !json.Valid(b) {
+		t.Errorf("hostile: %d, %d bytes", code, len(b))
+	}
+	// form-redirect sends the login back in the Location's query.
+	r.SetFaults(Faults{Mode: ModeFormRedirect})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Post(r.URL+"/authentication", "application/json", strings.NewReader(login))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != 303 || !strings.Contains(loc, "password=pw-a-123") {
+		t.Errorf("form-redirect: %d %q", resp.StatusCode, loc)
+	}
+	// Each echo quotes the password in its own encoding.
+	for echo, want := range map[Echo]string{
+		EchoRaw: `"password":"pw-a-123"`, EchoURL: "%22password%22%3A%22pw-a-123%22", EchoHTML: "&#34;password&#34;:&#34;pw-a-123&#34;",
+		EchoBase64: base64.StdEncoding.EncodeToString([]byte("pw-a-123")), EchoBase64Body: base64.StdEncoding.EncodeToString([]byte(login)),
+		EchoPrefix: "password starts pw-a", EchoTruncated: `"password":"pw-a`, EchoNode: `"password":"pw-a-123"`,
+	} {
+		r.SetFaults(Faults{Mode: ModeEcho, Echo: echo})
+		code, b := decode(ModeEcho)
+		var fe struct{ Message string }
+		_ = json.Unmarshal(b, &fe)
+		if code != 401 || !strings.Contains(fe.Message, want) {
+			t.Errorf("echo %q: %d %s, want %s", echo, code, b, want)
+		}
+	}
 	// hang answers only when the client gives up.
 	r.SetFaults(Faults{Mode: ModeHang})
-	client := &http.Client{Timeout: 200 * time.Millisecond}
+	client = &http.Client{Timeout: 200 * time.Millisecond}
 	if _, err := client.Post(r.URL+"/authentication", "application/json", strings.NewReader(login)); err == nil {
 		t.Error("hang answered")
 	}

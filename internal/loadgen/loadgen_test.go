@@ -44,6 +44,9 @@ func TestRSSAndPIDs(t *testing.T) {
 	if _, err := RSS(1 << 30); err == nil {
 		t.Fatal("RSS of a missing process")
 	}
+	if peak, err := PeakRSS(os.Getpid()); err != nil || peak < rss/2 {
+		t.Fatalf("own peak RSS %d (RSS %d), %v", peak, rss, err)
+	}
 	if pids := PIDs("no-such-process-" + time.Now().Format("150405.000000")); len(pids) != 0 {
 		t.Fatalf("found %v", pids)
 	}

@@ -7,6 +7,7 @@
 package mkclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -40,6 +41,15 @@ const (
 	// MaxListingBytes bounds the bytes Projects reads across all pages; a
 	// listing stops with ErrTooManyProjects once it has read this much.
 	MaxListingBytes = 8 << 20
+
+	// smallBodyBytes is what a response body may have without holding one
+	// of the client's large-body slots; MetaKraftwerk's answers are far
+	// smaller.
+	smallBodyBytes = 64 << 10
+	// largeBodies bounds the bodies over smallBodyBytes that the client
+	// reads and decodes at once, so that a hostile upstream answering many
+	// concurrent requests with 1 MiB bodies cannot make it hold them all.
+	largeBodies = 4
 
 	// maxHeaderBytes bounds the response headers; MetaKraftwerk sends a few
 	// hundred bytes.
@@ -77,6 +87,9 @@ type Client struct {
 	baseURL   string
 	userAgent string
 	rc        *retryablehttp.Client
+	// large holds a token for each body over smallBodyBytes being read or
+	// decoded.
+	large chan struct{}
 }
 
 // New builds a Client from cfg. It fails on a base URL that ValidateBaseURL
@@ -131,7 +144,7 @@ func New(cfg Config) (*Client, error) {
 	if ua == "" {
 		ua = userAgent
 	}
-	return &Client{baseURL: baseURL, userAgent: ua, rc: rc}, nil
+	return &Client{baseURL: baseURL, userAgent: ua, rc: rc, large: make(chan struct{}, largeBodies)}, nil
 }
 
 // Close releases idle connections.
@@ -193,9 +206,17 @@ func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) t
 	return retryablehttp.DefaultBackoff(minWait, maxWait, attempt, nil)
 }
 
-// do sends one logical request with retries and returns the final answer's
-// status, headers and (bounded) body.
-func (c *Client) do(ctx context.Context, op, method, path string, body []byte, header http.Header) (*http.Response, []byte, int, error) {
+// answer is the final answer to one logical request.
+type answer struct {
+	resp     *http.Response
+	body     []byte
+	attempts int
+}
+
+// do sends one logical request with retries and hands the final answer's
+// status, headers and (bounded) body to handle, which decodes what it
+// needs; the body is not kept after handle returns.
+func (c *Client) do(ctx context.Context, op, method, path string, body []byte, header http.Header, handle func(answer) error) error {
 	stats := &callStats{}
 	ctx = context.WithValue(ctx, statsKey{}, stats)
 	var rawBody any
@@ -204,7 +225,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.baseURL+path, rawBody)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("building the %s request: %w", op, err)
+		return fmt.Errorf("building the %s request: %w", op, err)
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -218,41 +239,61 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 		if resp != nil {
 			resp.Body.Close()
 		}
-		return nil, nil, attempts, &TransportError{Op: op, Attempts: attempts, LastStatus: int(stats.lastStatus.Load()),
+		return &TransportError{Op: op, Attempts: attempts, LastStatus: int(stats.lastStatus.Load()),
 			Deadline: ctx.Err() != nil, Err: err}
 	}
 	defer resp.Body.Close()
-	data, err := readLimited(resp.Body)
+	data, release, err := c.readBody(ctx, resp.Body)
 	if err != nil {
 		if errors.Is(err, ErrResponseTooLarge) {
-			return nil, nil, attempts, fmt.Errorf("%s response from MetaKraftwerk (HTTP %d): %w", op, resp.StatusCode, err)
+			return fmt.Errorf("%s response from MetaKraftwerk (HTTP %d): %w", op, resp.StatusCode, err)
 		}
-		return nil, nil, attempts, &TransportError{Op: op, Attempts: attempts, Err: fmt.Errorf("reading the response body: %w", err)}
+		return &TransportError{Op: op, Attempts: attempts, Deadline: ctx.Err() != nil, Err: fmt.Errorf("reading the response body: %w", err)}
 	}
-	return resp, data, attempts, nil
+	defer release()
+	return handle(answer{resp: resp, body: data, attempts: attempts})
 }
 
-func readLimited(r io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
-	if err != nil {
-		return nil, err
+// readBody reads a body of at most MaxBodyBytes. Past smallBodyBytes it
+// reads on only while holding one of the client's large-body slots, which
+// the caller gives back with release once it has decoded the body.
+func (c *Client) readBody(ctx context.Context, r io.Reader) (data []byte, release func(), err error) {
+	release = func() {}
+	buf := bytes.NewBuffer(make([]byte, 0, 2048))
+	n, err := buf.ReadFrom(io.LimitReader(r, smallBodyBytes+1))
+	if err != nil || n <= smallBodyBytes {
+		return buf.Bytes(), release, err
 	}
-	if len(data) > MaxBodyBytes {
-		return nil, ErrResponseTooLarge
+	select {
+	case c.large <- struct{}{}:
+	case <-ctx.Done():
+		return nil, release, ctx.Err()
 	}
-	return data, nil
+	release = func() { <-c.large }
+	buf.Grow(MaxBodyBytes + 1 - buf.Len())
+	if _, err := buf.ReadFrom(io.LimitReader(r, int64(MaxBodyBytes+1-buf.Len()))); err != nil {
+		release()
+		return nil, func() {}, err
+	}
+	if buf.Len() > MaxBodyBytes {
+		release()
+		return nil, func() {}, ErrResponseTooLarge
+	}
+	return buf.Bytes(), release, nil
 }
 
 // apiError describes an unexpected answer. secret is what the request
-// carried (the password, the bearer token): an upstream that echoes the
-// request must not put it into an error that readers and logs see.
-func apiError(op string, resp *http.Response, body []byte, attempts int, secret string) *APIError {
-	e := &APIError{Op: op, StatusCode: resp.StatusCode, Attempts: attempts, Message: decodeErrorMessage(body, resp.StatusCode, secret)}
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		e.Location = quote(resp.Header.Get("Location"), secret, maxMessageLen)
-		if e.Location == "" {
-			e.Location = "(no Location header)"
+// carried (the password, the bearer token); the error quotes only what is
+// known (decodeError, redirectTarget), and cuts secret out of that too.
+func apiError(op string, a answer, secret string) *APIError {
+	e := &APIError{Op: op, StatusCode: a.resp.StatusCode, Attempts: a.attempts}
+	e.Name, e.Message = decodeError(a.body, a.resp.StatusCode, secret)
+	if a.resp.StatusCode >= 300 && a.resp.StatusCode < 400 {
+		var from *url.URL
+		if a.resp.Request != nil {
+			from = a.resp.Request.URL
 		}
+		e.Location = quote(redirectTarget(a.resp.Header.Get("Location"), from), secret, maxMessageLen)
 	}
 	return e
 }
@@ -262,7 +303,6 @@ type LoginResult struct {
 	AccessToken string
 	// UserID is the login answer's user id, else the token's sub claim.
 	UserID string
-	Email  string
 	Claims Claims
 	// Attempts is how many HTTP requests the login took (1 without retries).
 	Attempts int
@@ -295,20 +335,25 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 	if err != nil {
 		return nil, fmt.Errorf("encoding the login request: %w", err)
 	}
-	resp, body, attempts, err := c.do(ctx, op, http.MethodPost, "/authentication", payload,
-		http.Header{"Content-Type": {"application/json"}})
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return nil, apiError(op, resp, body, attempts, password)
-	}
-	res, err := decodeLoginResponse(body)
-	if err != nil {
-		return nil, err
-	}
-	res.Attempts = attempts
-	return res, nil
+	var res *LoginResult
+	err = c.do(ctx, op, http.MethodPost, "/authentication", payload, http.Header{"Content-Type": {"application/json"}},
+		func(a answer) error {
+			if a.resp.StatusCode != http.StatusCreated && a.resp.StatusCode != http.StatusOK {
+				return apiError(op, a, password)
+			}
+			r, err := decodeLoginResponse(a.body)
+			if err != nil {
+				return err
+			}
+			// The user id and claims are upstream text a reader sees.
+			r.UserID = quote(r.UserID, password, maxClaimLen)
+			r.Claims.ID = quote(r.Claims.ID, password, maxClaimLen)
+			r.Claims.Subject = quote(r.Claims.Subject, password, maxClaimLen)
+			r.Attempts = a.attempts
+			res = r
+			return nil
+		})
+	return res, err
 }
 
 // Project is one entry of GET /api/v1/projects.
@@ -335,7 +380,7 @@ func (c *Client) Projects(ctx context.Context, accessToken string, names []strin
 	query, skip, read := "", 0, 0
 	var kept []Project
 	for range maxProjectPages {
-		page, size, err := c.projectPage(ctx, accessToken, query)
+		page, size, err := c.projectPage(ctx, accessToken, query, func(name string) bool { return wanted[name] })
 		if err != nil {
 			return nil, err
 		}
@@ -343,11 +388,7 @@ func (c *Client) Projects(ctx context.Context, accessToken string, names []strin
 		if page.paged && page.skip != skip {
 			return nil, fmt.Errorf("%w: asked for the projects from %d on, got a page from %d", ErrMalformedResponse, skip, page.skip)
 		}
-		for _, p := range page.projects {
-			if wanted[p.Name] {
-				kept = append(kept, p)
-			}
-		}
+		kept = append(kept, page.projects...)
 		if !page.paged {
 			return kept, nil
 		}
@@ -366,17 +407,21 @@ func (c *Client) Projects(ctx context.Context, accessToken string, names []strin
 	return nil, fmt.Errorf("%w: the project list did not end within %d pages", ErrTooManyProjects, maxProjectPages)
 }
 
-// projectPage reads one page and reports its size in bytes.
-func (c *Client) projectPage(ctx context.Context, accessToken, query string) (projectPage, int, error) {
+// projectPage reads one page, keeping the projects keep accepts, and
+// reports its size in bytes.
+func (c *Client) projectPage(ctx context.Context, accessToken, query string, keep func(string) bool) (projectPage, int, error) {
 	const op = "list projects"
-	resp, body, attempts, err := c.do(ctx, op, http.MethodGet, "/api/v1/projects"+query, nil,
-		http.Header{"Authorization": {"Bearer " + accessToken}})
-	if err != nil {
-		return projectPage{}, 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return projectPage{}, 0, apiError(op, resp, body, attempts, accessToken)
-	}
-	page, err := decodeProjects(body)
-	return page, len(body), err
+	var page projectPage
+	var size int
+	err := c.do(ctx, op, http.MethodGet, "/api/v1/projects"+query, nil, http.Header{"Authorization": {"Bearer " + accessToken}},
+		func(a answer) error {
+			if a.resp.StatusCode != http.StatusOK {
+				return apiError(op, a, accessToken)
+			}
+			var err error
+			page, err = decodeProjects(a.body, keep)
+			size = len(a.body)
+			return err
+		})
+	return page, size, err
 }

@@ -2,8 +2,10 @@ package mkclient
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -61,27 +63,56 @@ func TestBackoffHonoursAndCapsRetryAfter(t *testing.T) {
 	}
 }
 
-func TestDecodeErrorMessage(t *testing.T) {
+func TestDecodeError(t *testing.T) {
+	const secret = `s3<cr>"t`
 	tests := []struct {
-		body    string
-		status  int
-		message string
+		body          string
+		status        int
+		name, message string
 	}{
-		{`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`, 401, "Invalid login"},
-		{`{"message":"'email' is required"}`, 400, "'email' is required"},
-		{`{"message":42}`, 400, "Bad Request"},
-		{`{"message":" \u0000 "}`, 400, "Bad Request"},
-		{`<html>nope</html>`, 502, "Bad Gateway"},
-		{``, 599, "HTTP 599"},
-		{`{"message":"line1\nline2\u0000"}`, 400, "line1line2"},
-		{`{"message":"` + strings.Repeat("é", 300) + `"}`, 400, strings.Repeat("é", 200) + "…"},
-		{`{"message":"got {\"password\":\"s3<cr>\\\"t\"}"}`, 401, `got {"password":"[redacted]"}`},
-		{`{"message":"got {\"password\":\"s3\\u003ccr\\u003e\\\"t\"}"}`, 401, `got {"password":"[redacted]"}`},
-		{`{"message":"` + strings.Repeat("x", 190) + `s3<cr>\"t and more"}`, 401, strings.Repeat("x", 190) + "[redacted]"},
+		{`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`, 401, "NotAuthenticated", "Invalid login"},
+		{`{"message":"'email' is required"}`, 400, "", "'email' is required"},
+		{`{"className":"bad-request","message":"'email' is required"}`, 400, "BadRequest", "'email' is required"},
+		{`{"name":"Unavailable","message":"Service Unavailable"}`, 503, "Unavailable", "Service Unavailable"},
+		// Free text is withheld, whatever it says.
+		{`{"name":"NotAuthenticated","message":"Invalid login: {\"password\":\"s3<cr>\\\"t\"}"}`, 401, "NotAuthenticated", MessageWithheld},
+		{`{"message":"Invalid login for ci@example.com"}`, 401, "", MessageWithheld},
+		{`{"message":"line1\nline2"}`, 400, "", MessageWithheld},
+		{`{"message":42}`, 400, "", MessageWithheld},
+		{`{"message":[` + strings.Repeat(`1,`, 1000) + `1]}`, 400, "", MessageWithheld},
+		{`{"message":"` + strings.Repeat("é", 3000) + `"}`, 400, "", MessageWithheld},
+		// Unknown names are not quoted either.
+		{`{"name":"s3<cr>\"t","message":"Invalid login"}`, 401, "", "Invalid login"},
+		{`{"name":"LoginRedirect","className":"x","message":"Invalid login"}`, 401, "", "Invalid login"},
+		// Without a message, the status text.
+		{`{"name":"GeneralError"}`, 500, "GeneralError", "Internal Server Error"},
+		{`{"message":null}`, 400, "", "Bad Request"},
+		{`<html>nope</html>`, 502, "", "Bad Gateway"},
+		{``, 599, "", "HTTP 599"},
 	}
 	for _, tt := range tests {
-		if msg := decodeErrorMessage([]byte(tt.body), tt.status, `s3<cr>"t`); !strings.HasPrefix(msg, tt.message) {
-			t.Errorf("decodeErrorMessage(%.40q) = %q; want %q", tt.body, msg, tt.message)
+		name, msg := decodeError([]byte(tt.body), tt.status, secret)
+		if name != tt.name || msg != tt.message {
+			t.Errorf("decodeError(%.60q) = %q, %q; want %q, %q", tt.body, name, msg, tt.name, tt.message)
+		}
+	}
+	// A password that is itself a known message is still cut out.
+	if _, msg := decodeError([]byte(`{"message":"Invalid login"}`), 401, "Invalid login"); msg != redacted {
+		t.Errorf("the secret as a known message: %q", msg)
+	}
+}
+
+func TestRedirectTarget(t *testing.T) {
+	from, _ := url.Parse("https://mk.example.com/authentication")
+	for loc, want := range map[string]string{
+		"https://sso.example.com/login?email=ci%40example.com&password=p%40ss": "https://sso.example.com",
+		"/login?email=ci%40example.com&password=p%40ss":                        "https://mk.example.com",
+		"https://ci:p%40ss@sso.example.com:8443/x":                             "https://sso.example.com:8443",
+		"":            "(no usable Location header)",
+		"http://[::1": "(no usable Location header)",
+	} {
+		if got := redirectTarget(loc, from); got != want {
+			t.Errorf("redirectTarget(%q) = %q, want %q", loc, got, want)
 		}
 	}
 }
@@ -98,11 +129,18 @@ func testJWT(t *testing.T, claims jwt.MapClaims) string {
 	return s
 }
 
+// testJWTHeader builds a token from a raw header and claims.
+func testJWTHeader(t *testing.T, header, claims string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(header)) + "." + enc([]byte(claims)) + ".c2ln"
+}
+
 func TestDecodeLoginResponse(t *testing.T) {
 	exp := time.Date(2026, 11, 28, 4, 0, 0, 0, time.UTC)
 	tok := testJWT(t, jwt.MapClaims{"exp": exp.Unix(), "jti": "id-1", "sub": "12"})
 	res, err := decodeLoginResponse([]byte(`{"accessToken":"` + tok + `","authentication":{"strategy":"local","payload":{"x":1}},"user":{"id":12,"email":"ci@example.com","extra":true}}`))
-	if err != nil || res.AccessToken != tok || res.UserID != "12" || res.Email != "ci@example.com" {
+	if err != nil || res.AccessToken != tok || res.UserID != "12" {
 		t.Fatalf("got %+v, %v", res, err)
 	}
 	if want := (Claims{ExpiresAt: exp, HasExp: true, ID: "id-1", Subject: "12"}); res.Claims != want {
@@ -117,7 +155,8 @@ func TestDecodeLoginResponse(t *testing.T) {
 	if err != nil || res.UserID != "12" {
 		t.Fatalf("no user: %+v, %v", res, err)
 	}
-	for _, bad := range []string{``, `[]`, `"x"`, `{}`, `{"accessToken":""}`, `{"accessToken":7}`, `{"authentication":{"accessToken":"a.b.c"}}`} {
+	for _, bad := range []string{``, `[]`, `"x"`, `{}`, `{"accessToken":""}`, `{"accessToken":7}`, `{"authentication":{"accessToken":"a.b.c"}}`,
+		`{"accessToken":[` + strings.Repeat(`"x",`, 1000) + `"x"]}`} {
 		if _, err := decodeLoginResponse([]byte(bad)); !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("%q: err = %v, want ErrMalformedResponse", bad, err)
 		}
@@ -139,6 +178,9 @@ func TestParseClaims(t *testing.T) {
 		{"exp beyond 9999", testJWT(t, jwt.MapClaims{"exp": 1e300}), Claims{}, "outside the years 1970 to 9999"},
 		{"negative exp", testJWT(t, jwt.MapClaims{"exp": -5}), Claims{}, "outside the years 1970 to 9999"},
 		{"not three segments", "opaque-token", Claims{}, "malformed"},
+		{"claims not an object", "eyJhbGciOiJIUzI1NiJ9.WzFd.c2ln", Claims{}, "malformed"},
+		{"no alg", testJWTHeader(t, `{"typ":"access"}`, `{"exp":1800000000}`), Claims{}, "unsupported header"},
+		{"longer than 16 KiB", testJWT(t, jwt.MapClaims{"pad": strings.Repeat("x", 16<<10)}), Claims{}, "longer than 16 KiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,22 +199,32 @@ func TestParseClaims(t *testing.T) {
 }
 
 func TestDecodeProjects(t *testing.T) {
-	page, err := decodeProjects([]byte(`[{"id":402,"name":"DEMO_PROJECT","deleted":false,"disabled":true},{"id":1},{"name":"B"}]`))
+	page, err := decodeProjects([]byte(`[{"id":402,"name":"DEMO_PROJECT","deleted":false,"disabled":true},{"id":1},{"name":"B"}]`), nil)
 	ps := page.projects
 	if err != nil || page.paged || page.entries != 3 || len(ps) != 2 || ps[0].ID != "402" || !ps[0].Disabled || ps[1].Name != "B" {
 		t.Fatalf("got %+v, %v", page, err)
 	}
-	page, err = decodeProjects([]byte(`{"total":12,"limit":10,"skip":10,"data":[{"id":1,"name":"P"},{"id":2}]}`))
+	page, err = decodeProjects([]byte(`{"total":12,"limit":10,"skip":10,"data":[{"id":1,"name":"P"},{"id":2}]}`), nil)
 	if err != nil || !page.paged || page.total != 12 || page.skip != 10 || page.entries != 2 || len(page.projects) != 1 {
 		t.Fatalf("paged: %+v, %v", page, err)
 	}
 	// A page without a total cannot be followed: it is the whole list.
-	page, err = decodeProjects([]byte(`{"data":[{"id":1,"name":"P"}]}`))
+	page, err = decodeProjects([]byte(`{"data":[{"id":1,"name":"P"}]}`), nil)
 	if err != nil || page.paged || len(page.projects) != 1 {
 		t.Fatalf("data without total: %+v, %v", page, err)
 	}
-	for _, bad := range []string{`{"x":1}`, `{"total":1,"data":{}}`, `7`} {
-		if _, err := decodeProjects([]byte(bad)); !errors.Is(err, ErrMalformedResponse) {
+	// Only what keep accepts is kept; every entry counts for $skip.
+	page, err = decodeProjects([]byte(`[{"name":"A"},{"name":"B","deleted":true},{"name":"C"}]`), func(n string) bool { return n != "A" })
+	if err != nil || page.entries != 3 || len(page.projects) != 2 || !page.projects[0].Deleted || page.projects[1].Name != "C" {
+		t.Fatalf("keep: %+v, %v", page, err)
+	}
+	// Fields of another type are skipped: a flag is set only by true.
+	page, err = decodeProjects([]byte(`[{"name":"A","deleted":"yes","disabled":[true]},{"name":7},{"name":{"x":1}}]`), nil)
+	if err != nil || page.entries != 3 || len(page.projects) != 1 || page.projects[0].Deleted || page.projects[0].Disabled {
+		t.Fatalf("odd types: %+v, %v", page, err)
+	}
+	for _, bad := range []string{`{"x":1}`, `{"total":1,"data":{}}`, `7`, `[{"name":"A"}`, `[1,2]`, `{"data":[}`} {
+		if _, err := decodeProjects([]byte(bad), nil); !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("%s: err = %v", bad, err)
 		}
 	}
@@ -212,14 +264,86 @@ func TestValidateBaseURL(t *testing.T) {
 	}
 }
 
-func TestReadLimited(t *testing.T) {
-	exact := strings.Repeat("x", MaxBodyBytes)
-	if got, err := readLimited(strings.NewReader(exact)); err != nil || len(got) != MaxBodyBytes {
-		t.Fatalf("exactly 1 MiB: %d, %v", len(got), err)
+func TestReadBody(t *testing.T) {
+	c, _ := New(Config{BaseURL: "http://127.0.0.1:1"})
+	for _, size := range []int{0, 100, smallBodyBytes, smallBodyBytes + 1, MaxBodyBytes} {
+		got, release, err := c.readBody(context.Background(), strings.NewReader(strings.Repeat("x", size)))
+		if err != nil || len(got) != size {
+			t.Fatalf("%d bytes: read %d, %v", size, len(got), err)
+		}
+		release()
 	}
-	if _, err := readLimited(strings.NewReader(exact + "y")); !errors.Is(err, ErrResponseTooLarge) {
+	if _, _, err := c.readBody(context.Background(), strings.NewReader(strings.Repeat("x", MaxBodyBytes+1))); !errors.Is(err, ErrResponseTooLarge) {
 		t.Fatalf("1 MiB + 1: %v", err)
 	}
+	if len(c.large) != 0 {
+		t.Fatalf("%d large-body slots still held", len(c.large))
+	}
+}
+
+// At most largeBodies bodies over smallBodyBytes are held at once: the
+// next reader waits for a slot (and gives up with its request) instead of
+// reading its body too.
+func TestLargeBodiesAreBounded(t *testing.T) {
+	c, _ := New(Config{BaseURL: "http://127.0.0.1:1"})
+	var releases []func()
+	for range largeBodies {
+		_, release, err := c.readBody(context.Background(), strings.NewReader(strings.Repeat("x", smallBodyBytes+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, release)
+	}
+	// A small body never waits.
+	if _, _, err := c.readBody(context.Background(), strings.NewReader("{}")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &countingReader{r: strings.NewReader(strings.Repeat("x", MaxBodyBytes))}
+	done := make(chan error)
+	go func() { _, _, err := c.readBody(ctx, r); done <- err }()
+	waitFor(t, func() bool { return r.n.Load() > smallBodyBytes })
+	select {
+	case err := <-done:
+		t.Fatalf("a fifth large body was read while four were held: %v", err)
+	default:
+	}
+	if n := r.n.Load(); n > smallBodyBytes+1+32<<10 {
+		t.Fatalf("read %d bytes without a slot", n)
+	}
+	releases[0]()
+	if err := <-done; err != nil {
+		t.Fatalf("after a slot was freed: %v", err)
+	}
+	// A reader waiting for a slot gives up with its request.
+	r = &countingReader{r: strings.NewReader(strings.Repeat("x", MaxBodyBytes))}
+	go func() { _, _, err := c.readBody(ctx, r); done <- err }()
+	waitFor(t, func() bool { return r.n.Load() > smallBodyBytes })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled while waiting: %v", err)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not reached")
 }
 
 func TestLoginSendsDocumentedRequest(t *testing.T) {
@@ -374,13 +498,14 @@ func TestHTTPSToPlainHTTPServer(t *testing.T) {
 	}
 }
 
-// A redirect's target is quoted bounded, like any upstream text; a header
-// beyond the header limit ends the request without reading it all.
+// A redirect's target is reported as scheme and host only, however long
+// or revealing its path and query; a header beyond the header limit ends
+// the request without reading it all.
 func TestRedirectLocationBounded(t *testing.T) {
 	for _, size := range []int{60 << 10, 2 << 20} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Location", "https://elsewhere.example.com/"+strings.Repeat("a", size))
+				w.Header().Set("Location", "https://elsewhere.example.com/login?password=pw&pad="+strings.Repeat("a", size))
 				w.WriteHeader(http.StatusTemporaryRedirect)
 			}))
 			defer srv.Close()
@@ -389,8 +514,11 @@ func TestRedirectLocationBounded(t *testing.T) {
 			if err == nil || len(err.Error()) > 1000 {
 				t.Fatalf("error of %d bytes", len(fmt.Sprint(err)))
 			}
-			if size < maxHeaderBytes && (!errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "https://elsewhere.example.com/aaa")) {
+			if size < maxHeaderBytes && (!errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "a redirect to https://elsewhere.example.com (path and query not shown)")) {
 				t.Fatalf("err = %v", err)
+			}
+			if strings.Contains(err.Error(), "aaa") || strings.Contains(err.Error(), "password=") {
+				t.Fatalf("err quotes the path or query: %v", err)
 			}
 		})
 	}

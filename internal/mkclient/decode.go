@@ -3,18 +3,18 @@ package mkclient
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 const (
@@ -47,15 +47,24 @@ func clean(s string, maxRunes int) string {
 }
 
 const (
-	// redacted replaces a secret that an upstream answer echoes.
+	// redacted replaces a secret that an upstream text echoes.
 	redacted = "[redacted]"
 	// withheld replaces an upstream text that a secret cannot be cut out of.
 	withheld = "(the message was withheld: it echoed the request's credentials)"
+	// MessageWithheld stands for an upstream message that is not one of
+	// the known ones (knownMessages).
+	MessageWithheld = "(message withheld)"
+	// maxTokenBytes bounds an access token: MetaKraftwerk's are a few
+	// hundred bytes, and a longer one is not decoded.
+	maxTokenBytes = 16 << 10
+	// maxFieldBytes bounds an error body's string field that is decoded.
+	maxFieldBytes = 1 << 10
 )
 
-// quote is clean for upstream text that may echo what the request carried
-// (a gateway that quotes the request body): secret is cut out, as sent and
-// as JSON spells it, before the text is bounded, so no prefix of it remains.
+// quote is clean for an upstream string that may echo what the request
+// carried: secret is cut out, as sent and as JSON spells it, before the text
+// is bounded, so no prefix of it remains. It is the second line of defence;
+// the first is quoting only what is known (decodeError, redirectTarget).
 func quote(s, secret string, maxRunes int) string {
 	s = clean(s, math.MaxInt)
 	if secret == "" {
@@ -83,41 +92,125 @@ func quote(s, secret string, maxRunes int) string {
 	return clean(s, maxRunes)
 }
 
-// decodeErrorMessage extracts the Feathers error message from an error body,
-// leniently: any JSON object with a string "message" is used; anything else
-// falls back to the HTTP status text. secret is cut out of it (quote).
-func decodeErrorMessage(body []byte, status int, secret string) string {
+// feathersErrors maps FeathersJS's error names to their classNames: the
+// only names an error quotes.
+var feathersErrors = map[string]string{
+	"BadRequest": "bad-request", "NotAuthenticated": "not-authenticated", "PaymentError": "payment-error",
+	"Forbidden": "forbidden", "NotFound": "not-found", "MethodNotAllowed": "method-not-allowed",
+	"NotAcceptable": "not-acceptable", "Timeout": "timeout", "Conflict": "conflict",
+	"LengthRequired": "length-required", "Unprocessable": "unprocessable", "TooManyRequests": "too-many-requests",
+	"GeneralError": "general-error", "NotImplemented": "not-implemented", "BadGateway": "bad-gateway",
+	"Unavailable": "unavailable",
+}
+
+// knownMessages are the messages MetaKraftwerk (FeathersJS) sends that
+// carry nothing of the request; an error quotes these, or the status text,
+// and nothing else.
+var knownMessages = map[string]bool{
+	"Invalid login":                      true,
+	"Not authenticated":                  true,
+	"No auth token":                      true,
+	"jwt expired":                        true,
+	"invalid signature":                  true,
+	"Invalid authentication information": true,
+	"Invalid authentication information (strategy not allowed in authStrategies)": true,
+	"'email' is required":    true,
+	"'password' is required": true,
+	"'strategy' is required": true,
+	"Too many requests":      true,
+	"Page not found":         true,
+}
+
+// decodeError reads a FeathersJS error body: the error name when it is a
+// known one (by name or className), and the message when it is a known one
+// or the status text. A message that is neither is MessageWithheld; a body
+// without one gives the status text. A known text that contains secret in
+// any form quote knows is dropped all the same.
+func decodeError(body []byte, status int, secret string) (name, message string) {
 	var fe struct {
-		Message any `json:"message"`
+		Name      json.RawMessage `json:"name"`
+		ClassName json.RawMessage `json:"className"`
+		Message   json.RawMessage `json:"message"`
 	}
-	if json.Unmarshal(bytes.TrimSpace(body), &fe) == nil {
-		if s, ok := fe.Message.(string); ok {
-			if m := quote(s, secret, maxMessageLen); m != "" {
-				return m
+	statusText := http.StatusText(status)
+	if statusText == "" {
+		statusText = "HTTP " + strconv.Itoa(status)
+	}
+	if json.Unmarshal(bytes.TrimSpace(body), &fe) != nil {
+		return "", statusText
+	}
+	if n := shortString(fe.Name); feathersErrors[n] != "" {
+		name = n
+	} else if class := shortString(fe.ClassName); class != "" {
+		for n, c := range feathersErrors {
+			if c == class {
+				name = n
 			}
 		}
 	}
-	if text := http.StatusText(status); text != "" {
-		return text
+	msg := strings.TrimSpace(shortString(fe.Message))
+	switch {
+	case len(fe.Message) == 0 || string(fe.Message) == "null" || string(fe.Message) == `""`:
+		message = statusText
+	case knownMessages[msg] || msg == statusText:
+		message = msg
+	default:
+		message = MessageWithheld
 	}
-	return "HTTP " + strconv.Itoa(status)
+	// A known text that happens to contain the secret is not quoted at all.
+	if quote(name, secret, maxMessageLen) != name {
+		name = ""
+	}
+	if quote(message, secret, maxMessageLen) != message {
+		message = redacted
+	}
+	return name, message
+}
+
+// shortString is raw as a string when it is a JSON string of at most
+// maxFieldBytes, else "".
+func shortString(raw json.RawMessage) string {
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || len(raw) > maxFieldBytes || json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// redirectTarget is where a redirect points, as scheme and host only: a
+// form-login gateway puts the login into the Location's query.
+func redirectTarget(location string, from *url.URL) string {
+	u, err := url.Parse(strings.TrimSpace(location))
+	if location == "" || err != nil {
+		return "(no usable Location header)"
+	}
+	if from != nil {
+		u = from.ResolveReference(u)
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return "(no usable Location header)"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // decodeLoginResponse reads the top-level accessToken, its claims and the
-// user from a login answer. Unknown fields are ignored. Errors never contain
+// user id from a login answer. Unknown fields are ignored, and a field of
+// an unexpected shape is skipped without being held. Errors never contain
 // the body or the token.
 func decodeLoginResponse(body []byte) (*LoginResult, error) {
 	var lr struct {
-		AccessToken any `json:"accessToken"`
+		AccessToken json.RawMessage `json:"accessToken"`
 		User        *struct {
-			ID    json.RawMessage `json:"id"`
-			Email any             `json:"email"`
+			ID json.RawMessage `json:"id"`
 		} `json:"user"`
 	}
 	if err := json.Unmarshal(body, &lr); err != nil {
 		return nil, fmt.Errorf("%w: the login answer is not a JSON object", ErrMalformedResponse)
 	}
-	tok, _ := lr.AccessToken.(string)
+	var tok string
+	if len(lr.AccessToken) > 0 && lr.AccessToken[0] == '"' {
+		_ = json.Unmarshal(lr.AccessToken, &tok)
+	}
 	tok = strings.TrimSpace(tok)
 	if tok == "" {
 		return nil, fmt.Errorf("%w: the login answer has no accessToken", ErrMalformedResponse)
@@ -129,9 +222,6 @@ func decodeLoginResponse(body []byte) (*LoginResult, error) {
 	res := &LoginResult{AccessToken: tok, Claims: claims}
 	if lr.User != nil {
 		res.UserID = rawScalar(lr.User.ID)
-		if e, ok := lr.User.Email.(string); ok {
-			res.Email = clean(e, maxMessageLen)
-		}
 	}
 	if res.UserID == "" {
 		res.UserID = claims.Subject
@@ -139,50 +229,66 @@ func decodeLoginResponse(body []byte) (*LoginResult, error) {
 	return res, nil
 }
 
-// parseClaims decodes a JWT's claims without verifying its signature.
+// parseClaims decodes a JWT's claims without verifying its signature (the
+// HS256 key is MetaKraftwerk's): exp, jti and sub, each of its expected
+// type or ignored (exp: refused).
 func parseClaims(token string) (Claims, error) {
 	var out Claims
-	claims := jwt.MapClaims{}
-	parser := jwt.NewParser(jwt.WithoutClaimsValidation())
-	if _, _, err := parser.ParseUnverified(token, claims); err != nil {
-		return out, fmt.Errorf("%w (%s)", ErrNotAJWT, describeJWTError(err))
+	if len(token) > maxTokenBytes {
+		return out, fmt.Errorf("%w (it is longer than %d KiB)", ErrNotAJWT, maxTokenBytes>>10)
 	}
-	exp, err := claims.GetExpirationTime()
-	if err != nil {
-		return out, fmt.Errorf("%w (its exp claim is not a number of seconds)", ErrNotAJWT)
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return out, fmt.Errorf("%w (malformed: expected three base64url segments with JSON header and claims)", ErrNotAJWT)
 	}
-	if exp != nil {
-		if exp.Unix() < 0 || exp.Unix() > maxExp.Unix() {
+	var header struct {
+		Alg json.RawMessage `json:"alg"`
+	}
+	var claims struct {
+		Exp json.RawMessage `json:"exp"`
+		Jti json.RawMessage `json:"jti"`
+		Sub json.RawMessage `json:"sub"`
+	}
+	if decodeSegment(parts[0], &header) != nil || decodeSegment(parts[1], &claims) != nil {
+		return out, fmt.Errorf("%w (malformed: expected three base64url segments with JSON header and claims)", ErrNotAJWT)
+	}
+	if shortString(header.Alg) == "" {
+		return out, fmt.Errorf("%w (unsupported header)", ErrNotAJWT)
+	}
+	if len(claims.Exp) > 0 {
+		exp, err := strconv.ParseFloat(string(claims.Exp), 64)
+		if err != nil || claims.Exp[0] == '"' {
+			return out, fmt.Errorf("%w (its exp claim is not a number of seconds)", ErrNotAJWT)
+		}
+		if exp < 0 || exp > float64(maxExp.Unix()) {
 			return out, fmt.Errorf("%w (its exp claim is outside the years 1970 to 9999)", ErrNotAJWT)
 		}
-		out.ExpiresAt = exp.Time.UTC()
+		out.ExpiresAt = time.Unix(int64(exp), 0).UTC()
 		out.HasExp = true
 	}
-	if jti, ok := claims["jti"].(string); ok {
-		out.ID = clean(jti, maxClaimLen)
-	}
-	if sub, err := claims.GetSubject(); err == nil {
-		out.Subject = clean(sub, maxClaimLen)
-	}
+	out.ID = clean(shortString(claims.Jti), maxClaimLen)
+	out.Subject = clean(shortString(claims.Sub), maxClaimLen)
 	return out, nil
 }
 
-// describeJWTError names the kind of decoding failure without any token text.
-func describeJWTError(err error) string {
-	switch {
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		return "malformed: expected three base64url segments with JSON header and claims"
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "unsupported header"
-	default:
-		return "cannot be decoded"
+// decodeSegment base64url-decodes one JWT segment (with or without
+// padding) and reads it as a JSON object into v.
+func decodeSegment(seg string, v any) error {
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
+	if err != nil {
+		return err
 	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	return json.Unmarshal(raw, v)
 }
 
 // rawScalar renders a JSON number or string as text; anything else is "".
 func rawScalar(raw json.RawMessage) string {
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
+	if len(raw) == 0 || len(raw) > maxFieldBytes {
 		return ""
 	}
 	var s string
@@ -196,9 +302,9 @@ func rawScalar(raw json.RawMessage) string {
 	return ""
 }
 
-// projectPage is one answer of the project list. Feathers answers either
-// with a plain array (pagination off) or with a page object; paged is set
-// for the latter.
+// projectPage is one answer of the project list, reduced to the projects
+// the caller keeps. Feathers answers either with a plain array (pagination
+// off) or with a page object; paged is set for the latter.
 type projectPage struct {
 	projects []Project
 	// entries counts the page's entries, named or not (the next $skip).
@@ -207,41 +313,64 @@ type projectPage struct {
 	total, skip int
 }
 
-// decodeProjects reads one project list answer. Entries without a name
-// are skipped.
-func decodeProjects(body []byte) (projectPage, error) {
-	type entry struct {
-		ID       json.RawMessage `json:"id"`
-		Name     any             `json:"name"`
-		Deleted  any             `json:"deleted"`
-		Disabled any             `json:"disabled"`
-	}
+// projectEntry is one project as listed. Each field is decoded only when
+// it has the expected type; a hostile entry costs no more than its bytes.
+type projectEntry struct {
+	ID       json.RawMessage `json:"id"`
+	Name     json.RawMessage `json:"name"`
+	Deleted  jsonTrue        `json:"deleted"`
+	Disabled jsonTrue        `json:"disabled"`
+}
+
+// jsonTrue is true only for the JSON literal true; any other value is false
+// and is skipped without being decoded.
+type jsonTrue bool
+
+func (b *jsonTrue) UnmarshalJSON(raw []byte) error {
+	*b = jsonTrue(string(raw) == "true")
+	return nil
+}
+
+// decodeProjects reads one project list answer, keeping the entries whose
+// name keep accepts (all when keep is nil). Entries are decoded one at a
+// time, so memory stays at one entry whatever the answer holds. Entries
+// without a name are skipped.
+func decodeProjects(body []byte, keep func(name string) bool) (projectPage, error) {
 	var page projectPage
-	var raw []entry
-	if err := json.Unmarshal(body, &raw); err != nil {
+	list := bytes.TrimSpace(body)
+	if len(list) == 0 || list[0] != '[' {
 		var paged struct {
 			Total *int            `json:"total"`
 			Skip  int             `json:"skip"`
 			Data  json.RawMessage `json:"data"`
 		}
-		if json.Unmarshal(body, &paged) != nil || len(paged.Data) == 0 || json.Unmarshal(paged.Data, &raw) != nil {
+		if json.Unmarshal(body, &paged) != nil || len(paged.Data) == 0 || paged.Data[0] != '[' {
 			return page, fmt.Errorf("%w: the project list is neither a JSON array nor a page of one", ErrMalformedResponse)
 		}
 		// A page without a total cannot be followed; it is all there is.
 		if paged.Total != nil {
 			page.paged, page.total, page.skip = true, *paged.Total, paged.Skip
 		}
+		list = paged.Data
 	}
-	page.entries = len(raw)
-	page.projects = make([]Project, 0, len(raw))
-	for _, p := range raw {
-		name, _ := p.Name.(string)
-		if name == "" {
+	dec := json.NewDecoder(bytes.NewReader(list))
+	if _, err := dec.Token(); err != nil { // [
+		return page, fmt.Errorf("%w: the project list is neither a JSON array nor a page of one", ErrMalformedResponse)
+	}
+	for dec.More() {
+		var e projectEntry
+		if err := dec.Decode(&e); err != nil {
+			return projectPage{}, fmt.Errorf("%w: the project list is neither a JSON array nor a page of one", ErrMalformedResponse)
+		}
+		page.entries++
+		name := shortString(e.Name)
+		if name == "" || (keep != nil && !keep(name)) {
 			continue
 		}
-		del, _ := p.Deleted.(bool)
-		dis, _ := p.Disabled.(bool)
-		page.projects = append(page.projects, Project{ID: rawScalar(p.ID), Name: name, Deleted: del, Disabled: dis})
+		page.projects = append(page.projects, Project{ID: rawScalar(e.ID), Name: name, Deleted: bool(e.Deleted), Disabled: bool(e.Disabled)})
+	}
+	if _, err := dec.Token(); err != nil { // ]
+		return projectPage{}, fmt.Errorf("%w: the project list is neither a JSON array nor a page of one", ErrMalformedResponse)
 	}
 	return page, nil
 }

@@ -32,26 +32,42 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
 
 func (e *FieldError) Unwrap() error { return e.Err }
 
-// APIError is an answer from MetaKraftwerk with an unexpected status.
+// APIError is an answer from MetaKraftwerk with an unexpected status. It
+// quotes only what the engine can vouch for: the status, a known FeathersJS
+// error name, and a message from a short list of known ones. Free upstream
+// text may echo the request (a gateway quoting the login body, a redirect
+// carrying it in its query), in encodings no redaction can foresee, so it
+// is withheld.
 type APIError struct {
 	// Op names the call: "login" or "list projects".
 	Op         string
 	StatusCode int
-	// Message is the server's message (Feathers "message"), or the status
-	// text, cleaned and bounded so that it is safe to quote.
+	// Name is the FeathersJS error name ("NotAuthenticated"), when the body
+	// named one of the known classes; otherwise "".
+	Name string
+	// Message is a known FeathersJS message, the status text when the body
+	// had none, or MessageWithheld.
 	Message string
-	// Location is set for redirects, cleaned and bounded like Message.
+	// Location is set for redirects: the target's scheme and host only.
 	Location string
 	// Attempts is how many requests were made in total.
 	Attempts int
 }
 
+// Status is "HTTP <code>" followed by the FeathersJS error name when known.
+func (e *APIError) Status() string {
+	if e.Name != "" {
+		return fmt.Sprintf("HTTP %d %s", e.StatusCode, e.Name)
+	}
+	return fmt.Sprintf("HTTP %d", e.StatusCode)
+}
+
 func (e *APIError) Error() string {
 	if e.Location != "" {
-		return fmt.Sprintf("MetaKraftwerk answered the %s request with HTTP %d and a redirect to %q; redirects are not followed so that credentials are never sent elsewhere (check base_url)",
+		return fmt.Sprintf("MetaKraftwerk answered the %s request with HTTP %d and a redirect to %s (path and query not shown); redirects are not followed so that credentials are never sent elsewhere (check base_url)",
 			e.Op, e.StatusCode, e.Location)
 	}
-	s := fmt.Sprintf("MetaKraftwerk answered the %s request with HTTP %d: %s", e.Op, e.StatusCode, e.Message)
+	s := fmt.Sprintf("MetaKraftwerk answered the %s request with %s: %s", e.Op, e.Status(), e.Message)
 	if e.Attempts > 1 {
 		s += fmt.Sprintf(" (after %d attempts)", e.Attempts)
 	}
