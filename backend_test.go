@@ -3,17 +3,28 @@ package metakraftwerk
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
@@ -100,6 +111,27 @@ func withProjects(projects []string, paginate *devserver.Paginate) envOption {
 	}
 }
 
+// withTLS makes the stand-in serve HTTPS with a certificate for 127.0.0.1
+// that the engine's config trusts through ca_cert.
+func withTLS(t *testing.T) envOption {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "stand-in"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return func(c *devserver.Config) { c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}} }
+}
+
 func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
 	clock := &testClock{now: time.Now().UTC().Truncate(time.Second)}
@@ -137,7 +169,11 @@ func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
 		secrets: []string{testPassword, otherPassword}}
 	t.Cleanup(env.assertNoLeaks)
 	// Retry fast in tests; the retry tests set their own values.
-	env.mustWrite("config", map[string]any{fieldBaseURL: mk.URL, fieldRequestTimeout: "5s"})
+	config := map[string]any{fieldBaseURL: mk.URL, fieldRequestTimeout: "5s"}
+	if cfg.TLS != nil {
+		config[fieldCACert] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cfg.TLS.Certificates[0].Certificate[0]}))
+	}
+	env.mustWrite("config", config)
 	return env
 }
 
@@ -454,4 +490,59 @@ func (e *testEnv) doAsync(op logical.Operation, path string, data map[string]any
 		resp, err = e.do(op, path, data)
 	}()
 	return ch, func() (*logical.Response, error) { <-ch; return resp, err }
+}
+
+// countingSystemView counts ReplicationState calls and answers state.
+type countingSystemView struct {
+	logical.StaticSystemView
+	calls atomic.Int64
+	state consts.ReplicationState
+}
+
+func (c *countingSystemView) ReplicationState() consts.ReplicationState {
+	c.calls.Add(1)
+	return c.state
+}
+
+// The server's replication state is asked once per TTL, not once per
+// request, and a change shows after the TTL.
+func TestReplicationStateCache(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	sys := &countingSystemView{}
+	cache := newReplicationStateCache(sys, clock.Now)
+	for range 100 {
+		if cache.ReplicationState() != 0 {
+			t.Fatal("state")
+		}
+	}
+	if n := sys.calls.Load(); n != 1 {
+		t.Fatalf("%d calls for 100 asks within the TTL", n)
+	}
+	sys.state = consts.ReplicationPerformanceStandby
+	clock.Advance(replicationStateTTL)
+	if !cache.ReplicationState().HasState(consts.ReplicationPerformanceStandby) || sys.calls.Load() != 2 {
+		t.Fatalf("after the TTL: %v, %d calls", cache.ReplicationState(), sys.calls.Load())
+	}
+}
+
+// Factory serves requests through the cache: 50 reads of a role ask the
+// server once.
+func TestFactoryCachesReplicationState(t *testing.T) {
+	conf := logical.TestBackendConfig()
+	storage := &logical.InmemStorage{}
+	conf.StorageView = storage
+	sys := &countingSystemView{StaticSystemView: *conf.System.(*logical.StaticSystemView)}
+	conf.System = sys
+	b, err := Factory(context.Background(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if _, err := b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "config", Storage: storage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := sys.calls.Load(); n != 1 {
+		t.Fatalf("%d ReplicationState calls for 50 requests", n)
+	}
 }

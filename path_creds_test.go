@@ -920,3 +920,39 @@ func TestLoginOutcomesInStartOrder(t *testing.T) {
 		}
 	})
 }
+
+// Logins reuse their connection to MetaKraftwerk: twenty reads one after
+// another open one connection (over https: one TLS handshake), and 32
+// concurrent readers, four times over, no more than 32.
+func TestLoginsReuseConnections(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts []envOption
+	}{{"http", nil}, {"https", []envOption{withTLS(t)}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newTestBackend(t, tt.opts...)
+			env.createRole("ci", nil)
+			before := env.mk.Stats()
+			for range 20 {
+				env.mustRead("creds/ci")
+			}
+			after := env.mk.Stats()
+			if n := after.Connections - before.Connections; n != 0 {
+				t.Errorf("20 sequential fresh reads opened %d connections after the role write's", n)
+			}
+			if after.Logins-before.Logins != 20 {
+				t.Fatalf("%d logins", after.Logins-before.Logins)
+			}
+			if tt.name == "https" && (after.TLSHandshakes != 1 || after.Connections != 1) {
+				t.Errorf("%d connections and %d TLS handshakes for 21 logins", after.Connections, after.TLSHandshakes)
+			}
+			for range 4 {
+				readConcurrently(env, "ci", 32)
+			}
+			if n := env.mk.Stats().Connections; n > 32 {
+				t.Errorf("4 rounds of 32 concurrent reads opened %d connections in all", n)
+			}
+			t.Logf("%s: %d connections, %d TLS handshakes for %d logins", tt.name, env.mk.Stats().Connections, env.mk.Stats().TLSHandshakes, env.mk.Stats().Logins)
+		})
+	}
+}

@@ -407,3 +407,23 @@ func TestReuseCoalescesThousandReads(t *testing.T) {
 	}
 	t.Logf("logins: reusing role %d, non-reusing role %d", after[teamAEmail]-before[teamAEmail], after[teamBEmail]-before[teamBEmail])
 }
+
+// TestPluginLogLevel: the plugin writes no per-login debug line unless its
+// level asks for one (a line below the server's level still costs the
+// server a parse): at the server's info, none; registered with
+// METAKRAFTWERK_LOG_LEVEL=debug, one per fresh login.
+func TestPluginLogLevel(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t, StackOptions{ServerEnv: []string{"VAULT_LOG_LEVEL=info", "BAO_LOG_LEVEL=info"}})
+	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
+	s.MustCLI("read", mount+"/creds/team-a-ci")
+	if n := strings.Count(s.nodeLogs(), "issued access token"); n != 0 {
+		t.Fatalf("%d debug lines at the default level", n)
+	}
+	s.RegisterPlugin(pluginCommand, s.Version, "METAKRAFTWERK_LOG_LEVEL=debug")
+	s.ReloadPlugin()
+	s.MustCLI("read", mount+"/creds/team-a-ci")
+	if n := strings.Count(s.nodeLogs(), "issued access token"); n != 1 {
+		t.Fatalf("%d debug lines for one fresh login at debug", n)
+	}
+}

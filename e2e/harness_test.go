@@ -401,7 +401,10 @@ func (s *Stack) StartNode(n *Node) {
 		s.t.Fatal(err)
 	}
 	cmd := exec.Command(s.Bin, n.args...)
-	cmd.Env = append(append(s.envFor(n.Addr, s.Token), "TMPDIR="+filepath.Join(n.dir, "tmp")), s.opts.ServerEnv...)
+	// The server's level in its environment too, which its plugins inherit:
+	// the leak scan reads their debug lines as well.
+	cmd.Env = append(append(s.envFor(n.Addr, s.Token), "TMPDIR="+filepath.Join(n.dir, "tmp"),
+		"VAULT_LOG_LEVEL=trace", "BAO_LOG_LEVEL=trace"), s.opts.ServerEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

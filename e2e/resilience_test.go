@@ -321,10 +321,13 @@ func TestLoadTenThousandReads(t *testing.T) {
 	if res.Errors != 0 {
 		t.Errorf("%d of %d reads failed, e.g. %v", res.Errors, total, res.FirstErr)
 	}
-	if gAfter > gBefore+10 {
-		t.Errorf("plugin goroutines grew from %d to %d", gBefore, gAfter)
+	// The client keeps its connections to MetaKraftwerk for the next
+	// logins, two goroutines each; anything beyond those is a leak.
+	idle := s.MK.Stats().OpenConnections
+	if gAfter > gBefore+2*int(idle)+10 {
+		t.Errorf("plugin goroutines grew from %d to %d with %d connections kept open", gBefore, gAfter, idle)
 	}
-	t.Logf("load: %d creds reads at concurrency %d in %s (%.0f reads/s), %d errors; plugin RSS %.1f MB -> %.1f MB, goroutines %d -> %d",
+	t.Logf("load: %d creds reads at concurrency %d in %s (%.0f reads/s), %d errors; plugin RSS %.1f MB -> %.1f MB, goroutines %d -> %d (%d connections kept)",
 		total, conc, res.Wall.Round(time.Millisecond), res.PerSecond(), res.Errors,
-		float64(rssBefore)/1e6, float64(rssAfter)/1e6, gBefore, gAfter)
+		float64(rssBefore)/1e6, float64(rssAfter)/1e6, gBefore, gAfter, idle)
 }

@@ -23,8 +23,27 @@ import (
 // handlers on that loopback address for profiling. Off by default.
 const pprofEnv = "METAKRAFTWERK_PLUGIN_PPROF_ADDR"
 
+// logLevelEnvs name the plugin's log level, first found wins: its own
+// (vault plugin register -env=METAKRAFTWERK_LOG_LEVEL=debug), then the
+// server's, which a plugin inherits when the server's environment sets it.
+var logLevelEnvs = []string{"METAKRAFTWERK_LOG_LEVEL", "VAULT_LOG_LEVEL", "BAO_LOG_LEVEL"}
+
+// logLevel is the level the plugin logs at: info unless logLevelEnvs say
+// otherwise. The server cannot tell a plugin its level, and a line below
+// the server's level still crosses the plugin's stderr and is parsed by
+// the server before it is dropped, so debug lines (one per fresh login and
+// per revoked lease) are written only when asked for.
+func logLevel() hclog.Level {
+	for _, env := range logLevelEnvs {
+		if l := hclog.LevelFromString(os.Getenv(env)); l != hclog.NoLevel {
+			return l
+		}
+	}
+	return hclog.Info
+}
+
 func main() {
-	logger := hclog.New(&hclog.LoggerOptions{})
+	logger := hclog.New(&hclog.LoggerOptions{Level: logLevel(), Output: os.Stderr, JSONFormat: true})
 	meta := &api.PluginAPIClientMeta{}
 	flags := meta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {
@@ -38,6 +57,7 @@ func main() {
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
 		BackendFactoryFunc: metakraftwerk.Factory,
 		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),
+		Logger:             logger,
 	}); err != nil {
 		fatal(logger, err)
 	}

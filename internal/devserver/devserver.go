@@ -207,9 +207,11 @@ type Stats struct {
 	// APIRequests counts /api/v1 requests.
 	APIRequests int64 `json:"api_requests"`
 	// Connections counts the TCP connections accepted (by Listen's server),
-	// and TLSHandshakes the TLS handshakes completed on them.
-	Connections   int64 `json:"connections"`
-	TLSHandshakes int64 `json:"tls_handshakes"`
+	// OpenConnections those not closed yet, and TLSHandshakes the TLS
+	// handshakes completed on them.
+	Connections     int64 `json:"connections"`
+	OpenConnections int64 `json:"open_connections"`
+	TLSHandshakes   int64 `json:"tls_handshakes"`
 }
 
 // Server is the stand-in. It is safe for concurrent use.
@@ -317,12 +319,26 @@ func (s *Server) Stats() Stats {
 	return out
 }
 
+// SetPassword changes a user's password, as an administrator does in
+// MetaKraftwerk; it reports whether the user exists.
+func (s *Server) SetPassword(email, password string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[email]
+	if ok {
+		u.Password = password
+		s.users[email] = u
+		s.byID[strconv.Itoa(u.ID)] = u
+	}
+	return ok
+}
+
 // Reset clears the counters and the fault knobs.
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = Faults{}
-	s.stats = Stats{LoginsByUser: map[string]int64{}}
+	s.stats = Stats{LoginsByUser: map[string]int64{}, OpenConnections: s.stats.OpenConnections}
 }
 
 // Close releases requests that are hanging because of ModeHang.
@@ -528,7 +544,9 @@ func (s *Server) handleAuthentication(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "Invalid authentication information (strategy not allowed in authStrategies)")
 		return
 	}
+	s.mu.Lock()
 	user, ok := s.users[*body.Email]
+	s.mu.Unlock()
 	if !ok || subtle.ConstantTimeCompare([]byte(user.Password), []byte(*body.Password)) != 1 {
 		s.countFailure()
 		writeError(w, http.StatusUnauthorized, "Invalid login")
@@ -686,7 +704,9 @@ func (s *Server) verifyBearer(r *http.Request) (User, bool) {
 		return User{}, false
 	}
 	sub, _ := claims.GetSubject()
+	s.mu.Lock()
 	u, ok := s.byID[sub]
+	s.mu.Unlock()
 	return u, ok
 }
 
@@ -876,12 +896,16 @@ func Listen(addr string, cfg Config) (*Running, error) {
 	return r, nil
 }
 
-// countConn counts accepted connections.
+// countConn counts accepted and open connections.
 func (s *Server) countConn(_ net.Conn, state http.ConnState) {
-	if state == http.StateNew {
-		s.mu.Lock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch state {
+	case http.StateNew:
 		s.stats.Connections++
-		s.mu.Unlock()
+		s.stats.OpenConnections++
+	case http.StateClosed, http.StateHijacked:
+		s.stats.OpenConnections--
 	}
 }
 

@@ -51,6 +51,10 @@ const (
 	// concurrent requests with 1 MiB bodies cannot make it hold them all.
 	largeBodies = 4
 
+	// maxIdleConns is how many idle connections to MetaKraftwerk the client
+	// keeps for reuse (they close after 90s idle).
+	maxIdleConns = 64
+
 	// maxHeaderBytes bounds the response headers; MetaKraftwerk sends a few
 	// hundred bytes.
 	maxHeaderBytes = 64 << 10
@@ -102,6 +106,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	transport := cleanhttp.DefaultPooledTransport() // keeps http.ProxyFromEnvironment
 	transport.MaxResponseHeaderBytes = maxHeaderBytes
+	// Keep a connection for each concurrent login: the pooled transport
+	// keeps GOMAXPROCS+1, so 32 concurrent readers closed and reopened
+	// (and, over https, handshook) a connection for most logins.
+	transport.MaxIdleConnsPerHost = maxIdleConns
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if strings.TrimSpace(cfg.CACertPEM) != "" {
 		pool, err := ParseCAPool(cfg.CACertPEM)
@@ -346,9 +354,10 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 				return err
 			}
 			// The user id and claims are upstream text a reader sees.
-			r.UserID = quote(r.UserID, password, maxClaimLen)
-			r.Claims.ID = quote(r.Claims.ID, password, maxClaimLen)
-			r.Claims.Subject = quote(r.Claims.Subject, password, maxClaimLen)
+			red := newRedactor(password)
+			r.UserID = red.quote(r.UserID, maxClaimLen)
+			r.Claims.ID = red.quote(r.Claims.ID, maxClaimLen)
+			r.Claims.Subject = red.quote(r.Claims.Subject, maxClaimLen)
 			r.Attempts = a.attempts
 			res = r
 			return nil

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 const (
@@ -66,9 +67,19 @@ const (
 // is bounded, so no prefix of it remains. It is the second line of defence;
 // the first is quoting only what is known (decodeError, redirectTarget).
 func quote(s, secret string, maxRunes int) string {
-	s = clean(s, math.MaxInt)
+	return newRedactor(secret).quote(s, maxRunes)
+}
+
+// redactor cuts one secret out of upstream strings (quote).
+type redactor struct {
+	// forms are the secret as sent, control-stripped, and JSON-escaped
+	// with and without HTML escapes.
+	forms []string
+}
+
+func newRedactor(secret string) redactor {
 	if secret == "" {
-		return clean(s, maxRunes)
+		return redactor{}
 	}
 	forms := []string{secret, clean(secret, math.MaxInt)}
 	for _, escapeHTML := range []bool{true, false} {
@@ -79,12 +90,17 @@ func quote(s, secret string, maxRunes int) string {
 		q := bytes.TrimSpace(buf.Bytes())
 		forms = append(forms, string(q[1:len(q)-1]))
 	}
-	for _, f := range forms {
+	return redactor{forms: forms}
+}
+
+func (r redactor) quote(s string, maxRunes int) string {
+	s = clean(s, math.MaxInt)
+	for _, f := range r.forms {
 		if f != "" {
 			s = strings.ReplaceAll(s, f, redacted)
 		}
 	}
-	for _, f := range forms {
+	for _, f := range r.forms {
 		if f != "" && strings.Contains(s, f) { // the secret overlaps the marker
 			return withheld
 		}
@@ -139,16 +155,16 @@ func decodeError(body []byte, status int, secret string) (name, message string) 
 	if json.Unmarshal(bytes.TrimSpace(body), &fe) != nil {
 		return "", statusText
 	}
-	if n := shortString(fe.Name); feathersErrors[n] != "" {
+	if n := jsonText(fe.Name, maxFieldBytes); feathersErrors[n] != "" {
 		name = n
-	} else if class := shortString(fe.ClassName); class != "" {
+	} else if class := jsonText(fe.ClassName, maxFieldBytes); class != "" {
 		for n, c := range feathersErrors {
 			if c == class {
 				name = n
 			}
 		}
 	}
-	msg := strings.TrimSpace(shortString(fe.Message))
+	msg := strings.TrimSpace(jsonText(fe.Message, maxFieldBytes))
 	switch {
 	case len(fe.Message) == 0 || string(fe.Message) == "null" || string(fe.Message) == `""`:
 		message = statusText
@@ -165,16 +181,6 @@ func decodeError(body []byte, status int, secret string) (name, message string) 
 		message = redacted
 	}
 	return name, message
-}
-
-// shortString is raw as a string when it is a JSON string of at most
-// maxFieldBytes, else "".
-func shortString(raw json.RawMessage) string {
-	var s string
-	if len(raw) == 0 || raw[0] != '"' || len(raw) > maxFieldBytes || json.Unmarshal(raw, &s) != nil {
-		return ""
-	}
-	return s
 }
 
 // redirectTarget is where a redirect points, as scheme and host only: a
@@ -195,21 +201,28 @@ func redirectTarget(location string, from *url.URL) string {
 
 // decodeLoginResponse reads the top-level accessToken, its claims and the
 // user id from a login answer. Unknown fields are ignored, and a field of
-// an unexpected shape is skipped without being held. Errors never contain
+// an unexpected type is skipped without being decoded. Errors never contain
 // the body or the token.
+//
+// The answer is checked as JSON once and then read with members (below)
+// rather than decoded by reflection: on the path of every fresh creds read
+// that decode cost more than the rest of the engine's own work on it.
 func decodeLoginResponse(body []byte) (*LoginResult, error) {
-	var lr struct {
-		AccessToken json.RawMessage `json:"accessToken"`
-		User        *struct {
-			ID json.RawMessage `json:"id"`
-		} `json:"user"`
-	}
-	if err := json.Unmarshal(body, &lr); err != nil {
+	var tok, userID string
+	ok := members(body, func(key string, value []byte) {
+		switch key {
+		case "accessToken":
+			tok = jsonText(value, len(value))
+		case "user":
+			members(value, func(key string, value []byte) {
+				if key == "id" {
+					userID = rawScalar(value)
+				}
+			})
+		}
+	})
+	if !ok {
 		return nil, fmt.Errorf("%w: the login answer is not a JSON object", ErrMalformedResponse)
-	}
-	var tok string
-	if len(lr.AccessToken) > 0 && lr.AccessToken[0] == '"' {
-		_ = json.Unmarshal(lr.AccessToken, &tok)
 	}
 	tok = strings.TrimSpace(tok)
 	if tok == "" {
@@ -219,14 +232,10 @@ func decodeLoginResponse(body []byte) (*LoginResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &LoginResult{AccessToken: tok, Claims: claims}
-	if lr.User != nil {
-		res.UserID = rawScalar(lr.User.ID)
+	if userID == "" {
+		userID = claims.Subject
 	}
-	if res.UserID == "" {
-		res.UserID = claims.Subject
-	}
-	return res, nil
+	return &LoginResult{AccessToken: tok, UserID: userID, Claims: claims}, nil
 }
 
 // parseClaims decodes a JWT's claims without verifying its signature (the
@@ -237,67 +246,169 @@ func parseClaims(token string) (Claims, error) {
 	if len(token) > maxTokenBytes {
 		return out, fmt.Errorf("%w (it is longer than %d KiB)", ErrNotAJWT, maxTokenBytes>>10)
 	}
+	malformed := func() error {
+		return fmt.Errorf("%w (malformed: expected three base64url segments with JSON header and claims)", ErrNotAJWT)
+	}
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return out, fmt.Errorf("%w (malformed: expected three base64url segments with JSON header and claims)", ErrNotAJWT)
+		return out, malformed()
 	}
-	var header struct {
-		Alg json.RawMessage `json:"alg"`
+	header, err1 := decodeSegment(parts[0])
+	payload, err2 := decodeSegment(parts[1])
+	if err1 != nil || err2 != nil {
+		return out, malformed()
 	}
-	var claims struct {
-		Exp json.RawMessage `json:"exp"`
-		Jti json.RawMessage `json:"jti"`
-		Sub json.RawMessage `json:"sub"`
-	}
-	if decodeSegment(parts[0], &header) != nil || decodeSegment(parts[1], &claims) != nil {
-		return out, fmt.Errorf("%w (malformed: expected three base64url segments with JSON header and claims)", ErrNotAJWT)
-	}
-	if shortString(header.Alg) == "" {
-		return out, fmt.Errorf("%w (unsupported header)", ErrNotAJWT)
-	}
-	if len(claims.Exp) > 0 {
-		exp, err := strconv.ParseFloat(string(claims.Exp), 64)
-		if err != nil || claims.Exp[0] == '"' {
-			return out, fmt.Errorf("%w (its exp claim is not a number of seconds)", ErrNotAJWT)
+	var alg string
+	var exp []byte
+	if !members(header, func(key string, value []byte) {
+		if key == "alg" {
+			alg = jsonText(value, maxFieldBytes)
 		}
-		if exp < 0 || exp > float64(maxExp.Unix()) {
-			return out, fmt.Errorf("%w (its exp claim is outside the years 1970 to 9999)", ErrNotAJWT)
+	}) || !members(payload, func(key string, value []byte) {
+		switch key {
+		case "exp":
+			exp = value
+		case "jti":
+			out.ID = clean(jsonText(value, maxFieldBytes), maxClaimLen)
+		case "sub":
+			out.Subject = clean(jsonText(value, maxFieldBytes), maxClaimLen)
 		}
-		out.ExpiresAt = time.Unix(int64(exp), 0).UTC()
+	}) {
+		return Claims{}, malformed()
+	}
+	if alg == "" {
+		return Claims{}, fmt.Errorf("%w (unsupported header)", ErrNotAJWT)
+	}
+	if exp != nil && string(exp) != "null" {
+		seconds, err := strconv.ParseFloat(string(exp), 64)
+		if err != nil || exp[0] == '"' {
+			return Claims{}, fmt.Errorf("%w (its exp claim is not a number of seconds)", ErrNotAJWT)
+		}
+		if seconds < 0 || seconds > float64(maxExp.Unix()) {
+			return Claims{}, fmt.Errorf("%w (its exp claim is outside the years 1970 to 9999)", ErrNotAJWT)
+		}
+		out.ExpiresAt = time.Unix(int64(seconds), 0).UTC()
 		out.HasExp = true
 	}
-	out.ID = clean(shortString(claims.Jti), maxClaimLen)
-	out.Subject = clean(shortString(claims.Sub), maxClaimLen)
 	return out, nil
 }
 
-// decodeSegment base64url-decodes one JWT segment (with or without
-// padding) and reads it as a JSON object into v.
-func decodeSegment(seg string, v any) error {
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
-	if err != nil {
-		return err
+// members calls fn with the key and raw value of each member of the JSON
+// object data, in order, and reports whether data is a JSON object. A key
+// given more than once is called for each time (the last one wins for a
+// caller that keeps what it is given, as with encoding/json).
+func members(data []byte, fn func(key string, value []byte)) bool {
+	if !json.Valid(data) {
+		return false
 	}
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' {
-		return errors.New("not a JSON object")
+	// From here data is valid JSON, so the scan needs no error handling.
+	start := skipSpace(data, 0)
+	if data[start] != '{' {
+		return false
 	}
-	return json.Unmarshal(raw, v)
+	for i := start + 1; ; {
+		i = skipSpace(data, i)
+		switch data[i] {
+		case '}':
+			return true
+		case ',':
+			i++
+			continue
+		}
+		end := skipString(data, i)
+		key := jsonText(data[i:end], maxFieldBytes)
+		i = skipSpace(data, end) + 1 // past ':'
+		i = skipSpace(data, i)
+		end = skipValue(data, i)
+		fn(key, data[i:end])
+		i = end
+	}
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index just past the JSON string that starts at i.
+func skipString(data []byte, i int) int {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(data)
+}
+
+// skipValue returns the index just past the JSON value that starts at i.
+func skipValue(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				j = skipString(data, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(data)
+	}
+	j := i
+	for j < len(data) && !strings.ContainsRune(",}] \t\n\r", rune(data[j])) {
+		j++
+	}
+	return j
+}
+
+// jsonText is the text of a JSON string of at most limit bytes, or "" for
+// anything else.
+func jsonText(raw []byte, limit int) string {
+	if len(raw) < 2 || raw[0] != '"' || len(raw) > limit {
+		return ""
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		// A valid JSON string without escapes is its text.
+		return string(inner)
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// decodeSegment base64url-decodes one JWT segment, with or without
+// padding.
+func decodeSegment(seg string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
 }
 
 // rawScalar renders a JSON number or string as text; anything else is "".
 func rawScalar(raw json.RawMessage) string {
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || len(raw) > maxFieldBytes {
+	switch {
+	case len(raw) == 0 || len(raw) > maxFieldBytes:
 		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return clean(s, maxClaimLen)
-	}
-	var n json.Number
-	if json.Unmarshal(raw, &n) == nil {
-		return n.String()
+	case raw[0] == '"':
+		return clean(jsonText(raw, maxFieldBytes), maxClaimLen)
+	case raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9':
+		var n json.Number
+		if json.Unmarshal(raw, &n) == nil {
+			return n.String()
+		}
 	}
 	return ""
 }
@@ -363,7 +474,7 @@ func decodeProjects(body []byte, keep func(name string) bool) (projectPage, erro
 			return projectPage{}, fmt.Errorf("%w: the project list is neither a JSON array nor a page of one", ErrMalformedResponse)
 		}
 		page.entries++
-		name := shortString(e.Name)
+		name := jsonText(e.Name, maxFieldBytes)
 		if name == "" || (keep != nil && !keep(name)) {
 			continue
 		}

@@ -1,6 +1,8 @@
 package mkclient
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,6 +39,53 @@ func FuzzDecodeLoginResponse(f *testing.F) {
 	})
 }
 
+// members reads any JSON object as encoding/json does: for the login
+// answer, the accessToken and user.id it finds are those of a reflective
+// decode (exact keys, the last of duplicates), for any input.
+func FuzzMembersAgreeWithEncodingJSON(f *testing.F) {
+	f.Add([]byte(`{"accessToken":"a.b.c","authentication":{"accessToken":"x"},"user":{"id":1,"email":"x@y.z"}}`))
+	f.Add([]byte(`{"accessToken":"a\u0062c","user":{"id":"u\"1","id":2}, "x":[{"y":"}]"}]}`))
+	f.Add([]byte(` { "accessToken" : [1,{"a":"b"}] , "user":null , "accessToken":"t" } `))
+	f.Add([]byte(`{"acce\u0073sToken":"t","user":{"i\u0064":-1.5e3}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var gotTok, gotID string
+		ok := members(body, func(key string, value []byte) {
+			switch key {
+			case "accessToken":
+				gotTok = jsonText(value, len(value))
+			case "user":
+				gotID = ""
+				members(value, func(key string, value []byte) {
+					if key == "id" {
+						gotID = rawScalar(value)
+					}
+				})
+			}
+		})
+		var ref map[string]json.RawMessage
+		trimmed := bytes.TrimLeft(body, " \t\r\n")
+		refOK := len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(body, &ref) == nil
+		if ok != refOK {
+			t.Fatalf("members ok=%v, encoding/json ok=%v", ok, refOK)
+		}
+		if !ok {
+			return
+		}
+		var wantTok, wantID string
+		_ = json.Unmarshal(ref["accessToken"], &wantTok)
+		var user map[string]json.RawMessage
+		if json.Unmarshal(ref["user"], &user) == nil {
+			wantID = rawScalar(user["id"])
+		}
+		if raw := ref["accessToken"]; len(raw) == 0 || raw[0] != '"' {
+			wantTok = ""
+		}
+		if gotTok != wantTok || gotID != wantID {
+			t.Fatalf("members: %q %q; encoding/json: %q %q", gotTok, gotID, wantTok, wantID)
+		}
+	})
+}
+
 func FuzzDecodeErrorBody(f *testing.F) {
 	f.Add([]byte(`{"name":"NotAuthenticated","message":"Invalid login","code":401,"className":"not-authenticated"}`), 401, "")
 	f.Add([]byte(`<html>`), 502, "")
@@ -59,6 +108,31 @@ func FuzzDecodeErrorBody(f *testing.F) {
 		}
 		if len(secret) >= 4 && (strings.Contains(msg, secret) || strings.Contains(name, secret)) {
 			t.Fatalf("secret %q kept in %q %q", secret, name, msg)
+		}
+	})
+}
+
+func FuzzDecodeProjects(f *testing.F) {
+	f.Add([]byte(`[{"id":402,"name":"DEMO_PROJECT","deleted":false,"disabled":false}]`))
+	f.Add([]byte(`{"data":[{"name":"P"}]}`))
+	f.Add([]byte(`{"total":3,"skip":0,"data":[{"name":"P","deleted":true},{"name":7},{}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		page, err := decodeProjects(body, nil)
+		if err != nil {
+			return
+		}
+		if page.entries < len(page.projects) {
+			t.Fatalf("%d projects from %d entries", len(page.projects), page.entries)
+		}
+		for _, p := range page.projects {
+			if p.Name == "" {
+				t.Fatal("project without a name")
+			}
+		}
+		// Keeping fewer names never changes the entry count.
+		kept, err := decodeProjects(body, func(string) bool { return false })
+		if err != nil || kept.entries != page.entries || len(kept.projects) != 0 {
+			t.Fatalf("with nothing kept: %+v, %v", kept, err)
 		}
 	})
 }
