@@ -12,6 +12,7 @@ SHELL        := /usr/bin/env bash
 
 MODULE       := github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk
 PLUGIN       := vault-plugin-secrets-metakraftwerk
+PROVIDER     := terraform-provider-mkvault
 # One version source: the tag (git describe), v0.0.0-dev without one.
 ifeq ($(origin VERSION),undefined)
 VERSION      := $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null || echo v0.0.0-dev)
@@ -21,6 +22,8 @@ LDFLAGS      := -s -w -X $(MODULE).Version=$(VERSION)
 # static binary (no cgo, so it runs on musl-based images too), no local
 # paths and no VCS stamp, so the same source and toolchain give the same bytes.
 GO_BUILD      = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
+# The Terraform provider's build, alike; its version has no v.
+PROVIDER_BUILD = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=$(patsubst v%,%,$(VERSION))"
 GO           ?= go
 BIN          := $(CURDIR)/bin
 DIST         ?= $(CURDIR)/dist
@@ -47,6 +50,11 @@ build: ## build the plugin and the stand-in server into bin/ (version stamped)
 	$(GO_BUILD) -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
 	$(GO) build -trimpath -o $(BIN)/metakraftwerk-devserver ./cmd/metakraftwerk-devserver
 
+.PHONY: provider
+provider: ## build the Terraform provider into bin/ (terraform-provider-mkvault; see docs/terraform.md)
+	@mkdir -p $(BIN)
+	cd $(PROVIDER) && $(PROVIDER_BUILD) -o $(BIN)/$(PROVIDER) .
+
 .PHONY: vault
 vault: ## print the vault binary used (builds Vault v1.21.0 into a cache the first time)
 	@scripts/vault-bin.sh
@@ -59,6 +67,7 @@ unit: ## go vet, gofmt check, unit tests with -race (fuzz seeds, release reprodu
 	  if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 	cd tools && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd $(PROVIDER) && $(GO) vet ./... && $(GO) vet -tags acceptance ./... && $(GO) test -race -count=1 ./...
 
 E2E_ENV = PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" GO="$(GO)" E2E_TIMEOUT="$(E2E_TIMEOUT)"
 
@@ -113,29 +122,36 @@ release-tools:
 	  $(GO) build -o $(TOOLS)/cyclonedx-gomod github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
 	$(TOOLS)/release check-version -version $(VERSION)
 
-# release-binaries builds the plugin for each of PLATFORMS into RELEASE_BIN.
+# release-binaries builds the plugin for each of PLATFORMS into
+# RELEASE_BIN, and with PROVIDER_BIN set the Terraform provider into it.
 .PHONY: release-binaries
 release-binaries:
-	@rm -rf $(RELEASE_BIN)
+	@rm -rf $(RELEASE_BIN) $(PROVIDER_BIN)
 	@for p in $(PLATFORMS); do \
 	  os=$${p%/*}; arch=$${p#*/}; ext=; [[ $$os == windows ]] && ext=.exe; \
 	  echo "building $$os/$$arch"; \
 	  GOOS=$$os GOARCH=$$arch $(GO_BUILD) -o $(RELEASE_BIN)/$${os}_$${arch}/$(PLUGIN)$$ext ./cmd/$(PLUGIN); \
+	  if [[ -n "$(PROVIDER_BIN)" ]]; then \
+	    (cd $(PROVIDER) && GOOS=$$os GOARCH=$$arch $(PROVIDER_BUILD) \
+	      -o $(PROVIDER_BIN)/$${os}_$${arch}/$(PROVIDER)_v$(patsubst v%,%,$(VERSION))$$ext .) || exit 1; \
+	  fi; \
 	done
 
+RELEASE_FILES = $(DIST)/$(PLUGIN)_$(patsubst v%,%,$(VERSION))_* $(DIST)/$(PROVIDER)_$(patsubst v%,%,$(VERSION))_*
+
 .PHONY: release
-release: ## VERSION=vX.Y.Z: zips for 6 platforms, SHA256SUMS (+ .sig with GPG_KEY_ID), binary sums, SBOM into dist/
-	@rm -rf $(DIST)/$(PLUGIN)_*
+release: ## VERSION=vX.Y.Z: plugin and Terraform provider zips for 6 platforms, SHA256SUMS (+ .sig and the public key with GPG_KEY_ID), SBOM into dist/
+	@rm -rf $(RELEASE_FILES) # this version's files only; other versions in dist/ stay
 	$(MAKE) --no-print-directory release-tools
-	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(RELEASE_PLATFORMS)"
-	$(TOOLS)/release package -version $(VERSION) -bin $(RELEASE_BIN) -license $(CURDIR)/LICENSE \
+	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(RELEASE_PLATFORMS)" PROVIDER_BIN=$(RELEASE_BIN)/provider
+	$(TOOLS)/release package -version $(VERSION) -bin $(RELEASE_BIN) -provider-bin $(RELEASE_BIN)/provider -license $(CURDIR)/LICENSE \
 	  -out $(DIST) -sbom-tool $(TOOLS)/cyclonedx-gomod -gpg-key "$(GPG_KEY_ID)"
-	@cd $(DIST) && ls -1 $(PLUGIN)_* && cat $(PLUGIN)_$(patsubst v%,%,$(VERSION))_SHA256SUMS
+	@cd $(DIST) && ls -1 $(notdir $(RELEASE_FILES)) $$(ls metakraftwerk-release-key.asc 2>/dev/null) && cat $(PLUGIN)_$(patsubst v%,%,$(VERSION))_SHA256SUMS
 
 .PHONY: oci
 oci: ## VERSION=vX.Y.Z: OCI image layout (linux amd64+arm64) for OpenBao's plugin stanza, in dist/
 	$(MAKE) --no-print-directory release-tools
-	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(filter linux/%,$(RELEASE_PLATFORMS))"
+	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(filter linux/%,$(RELEASE_PLATFORMS))" PROVIDER_BIN=
 	$(TOOLS)/release oci -version $(VERSION) -bin $(RELEASE_BIN) -out $(DIST)/$(PLUGIN)_$(patsubst v%,%,$(VERSION))_oci
 	@echo "image layout: $(DIST)/$(PLUGIN)_$(patsubst v%,%,$(VERSION))_oci"
 

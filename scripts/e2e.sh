@@ -10,9 +10,14 @@
 # named on the command line are required: a missing binary is a failure, and
 # so is a server that reports another product or line than its platform's.
 #
+# On vault and openbao, the Terraform provider's acceptance suite
+# (terraform-provider-mkvault) runs after the e2e suite, with Terraform
+# (scripts/terraform-bin.sh); on vault once more with OpenTofu.
+#
 # Environment: PLUGIN_BIN and PLUGIN_VERSION (required), GO, E2E_TIMEOUT,
-# E2E_RUN (a go test -run pattern), PROMETHEUS_BIN (else built by
-# prometheus-bin.sh).
+# E2E_RUN (a go test -run pattern), E2E_SUITES (e2e, provider, or both, the
+# default), PROMETHEUS_BIN (else built by prometheus-bin.sh), TERRAFORM_BIN
+# and TOFU_BIN (else found or built by terraform-bin.sh).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -44,12 +49,47 @@ expected_version() {
 	esac
 }
 
+suites=${E2E_SUITES:-e2e provider}
+
 # The suite scrapes the engine's metrics with a real Prometheus.
-if ! PROMETHEUS_BIN=$("$here/prometheus-bin.sh"); then
-	echo "e2e: no Prometheus binary (see above)" >&2
-	exit 1
+if [[ $suites == *e2e* ]]; then
+	if ! PROMETHEUS_BIN=$("$here/prometheus-bin.sh"); then
+		echo "e2e: no Prometheus binary (see above)" >&2
+		exit 1
+	fi
+	export PROMETHEUS_BIN
 fi
-export PROMETHEUS_BIN
+
+# provider_legs PLATFORM: the CLIs the provider suite runs with there.
+provider_legs() {
+	case $1 in
+	vault) echo "terraform opentofu" ;;
+	openbao) echo "terraform" ;;
+	esac
+}
+
+# run_provider PLATFORM SERVER CLI: the provider's acceptance suite.
+run_provider() {
+	local tf host=""
+	if ! tf=$("$here/terraform-bin.sh" "$3"); then
+		summary+=("$1 provider ($3): FAILED, no $3 binary (see above)")
+		failed=1
+		return
+	fi
+	# OpenTofu's default registry is its own; the suite's provider address follows it.
+	if TF_CLI_CONFIG_FILE=/dev/null "$tf" version 2>/dev/null | grep -q '^OpenTofu'; then host=registry.opentofu.org; fi
+	local cli
+	cli=$(TF_CLI_CONFIG_FILE=/dev/null "$tf" version 2>/dev/null | grep -m1 -E '^(Terraform|OpenTofu) v' | awk '{print $1, $2}')
+	printf '\n== provider acceptance suite on %s with %s (%s)\n' "$name" "$cli" "$tf"
+	local start=$SECONDS
+	if (cd "$repo/terraform-provider-mkvault" && export SERVER_BIN=$2 TF_ACC_TERRAFORM_PATH=$tf && { [[ -z $host ]] || export TF_ACC_PROVIDER_HOST=$host; } &&
+		"$GO" test -tags acceptance -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./...); then
+		summary+=("$1 provider: passed on $name with $cli in $((SECONDS - start))s")
+	else
+		summary+=("$1 provider: FAILED on $name with $cli after $((SECONDS - start))s")
+		failed=1
+	fi
+}
 
 summary=() failed=0
 for p in "${platforms[@]}"; do
@@ -70,13 +110,20 @@ for p in "${platforms[@]}"; do
 		failed=1
 		continue
 	fi
-	printf '\n== e2e on %s (%s)\n' "$name" "$bin"
-	start=$SECONDS
-	if (cd "$repo" && SERVER_BIN=$bin "$GO" test -tags e2e -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/...); then
-		summary+=("$p: passed on $name in $((SECONDS - start))s")
-	else
-		summary+=("$p: FAILED on $name after $((SECONDS - start))s")
-		failed=1
+	if [[ $suites == *e2e* ]]; then
+		printf '\n== e2e on %s (%s)\n' "$name" "$bin"
+		start=$SECONDS
+		if (cd "$repo" && SERVER_BIN=$bin "$GO" test -tags e2e -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./e2e/...); then
+			summary+=("$p: passed on $name in $((SECONDS - start))s")
+		else
+			summary+=("$p: FAILED on $name after $((SECONDS - start))s")
+			failed=1
+		fi
+	fi
+	if [[ $suites == *provider* ]]; then
+		for cli in $(provider_legs "$p"); do
+			run_provider "$p" "$bin" "$cli"
+		done
 	fi
 done
 

@@ -22,7 +22,13 @@ func newE2ERun(t *testing.T) *e2eRun {
 	t.Helper()
 	dir := t.TempDir()
 	r := &e2eRun{t: t, dir: dir, ranOn: filepath.Join(dir, "ran-on")}
-	fakeGo := r.script("go", `echo "$SERVER_BIN" >>"$RAN_ON"`)
+	// The fake go records each suite run: the e2e suite as the server it
+	// ran on, the provider suite as "provider:<server>:<cli>:<host>".
+	fakeGo := r.script("go", `if [[ $PWD == */terraform-provider-mkvault ]]; then
+  echo "provider:$SERVER_BIN:$TF_ACC_TERRAFORM_PATH:${TF_ACC_PROVIDER_HOST:-}" >>"$RAN_ON"
+else
+  echo "$SERVER_BIN" >>"$RAN_ON"
+fi`)
 	fakePrometheus := r.script("prometheus", `exit 0`)
 	r.env = []string{
 		"PATH=/usr/bin:/bin", // no vault or bao of the developer's
@@ -33,6 +39,7 @@ func newE2ERun(t *testing.T) *e2eRun {
 		"RAN_ON=" + r.ranOn,
 		"PLUGIN_BIN=/nonexistent",
 		"PLUGIN_VERSION=v0.0.0-test",
+		"E2E_SUITES=e2e",
 	}
 	return r
 }
@@ -110,6 +117,28 @@ func TestE2EFailsOnAServerOfAnotherPlatform(t *testing.T) {
 		if !strings.Contains(out, tt.platform+": FAILED") || !strings.Contains(out, tt.reported) {
 			t.Errorf("%s: the summary does not name the platform and what the server reported:\n%s", tt.platform, out)
 		}
+	}
+}
+
+// The provider's suite runs after the e2e suite: on vault with Terraform
+// and with OpenTofu (whose provider host it is given), on openbao with
+// Terraform, on vault-lts not at all.
+func TestE2ERunsTheProviderSuite(t *testing.T) {
+	r := newE2ERun(t)
+	vault := r.server("vault", "Vault v1.21.0 ('abc'), built 2025-01-01T00:00:00Z")
+	bao := r.server("bao", "OpenBao v2.6.2 ('abc'), built 2025-01-01T00:00:00Z")
+	lts := r.server("lts", "Vault v1.19.0 ('def'), built 2025-01-01T00:00:00Z")
+	terraform := r.script("terraform", `echo 'Terraform v1.11.4'`)
+	tofu := r.script("tofu", `echo 'OpenTofu v1.12.6'`)
+	out, ok, ranOn := r.run([]string{"E2E_SUITES=e2e provider", "VAULT_BIN=" + vault, "BAO_BIN=" + bao, "VAULT_LTS_BIN=" + lts,
+		"TERRAFORM_BIN=" + terraform, "TOFU_BIN=" + tofu}, "vault", "vault-lts", "openbao")
+	want := []string{vault, "provider:" + vault + ":" + terraform + ":", "provider:" + vault + ":" + tofu + ":registry.opentofu.org",
+		lts, bao, "provider:" + bao + ":" + terraform + ":"}
+	if !ok || strings.Join(ranOn, " ") != strings.Join(want, " ") {
+		t.Fatalf("ran %q (ok=%v), want %q:\n%s", ranOn, ok, want, out)
+	}
+	if !strings.Contains(out, "vault provider: passed on Vault v1.21.0 with OpenTofu v1.12.6") {
+		t.Errorf("the summary does not name the OpenTofu leg:\n%s", out)
 	}
 }
 

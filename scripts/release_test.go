@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -64,8 +65,19 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 	make := func(dir string, env []string, args ...string) {
 		run(t, dir, env, "make", append([]string{"--no-print-directory"}, args...)...)
 	}
+	// Another version's files in dist/ stay where they are.
+	if err := os.MkdirAll(distA, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	otherVersion := filepath.Join(distA, "vault-plugin-secrets-metakraftwerk_9.9.9_SHA256SUMS")
+	if err := os.WriteFile(otherVersion, []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	make(repo, gpgEnv, append(releaseArgs, "DIST="+distA, "GPG_KEY_ID="+fpr)...)
 	make(copyDir, os.Environ(), append(releaseArgs, "DIST="+distB)...)
+	if readFile(t, otherVersion) != "kept\n" {
+		t.Error("make release removed another version's file from dist/")
+	}
 
 	sumsName := prefix + "_SHA256SUMS"
 	sums := readFile(t, filepath.Join(distA, sumsName))
@@ -102,6 +114,34 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 		t.Errorf("a tampered SHA256SUMS verified:\n%s", out)
 	}
 
+	// The public key beside the sums is all an operator needs: imported
+	// into an empty keyring, it verifies both signatures.
+	fresh := filepath.Join(tmp, "operator-gnupg")
+	if err := os.Mkdir(fresh, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	operatorEnv := append(os.Environ(), "GNUPGHOME="+fresh)
+	run(t, repo, operatorEnv, "gpg", "--batch", "--import", filepath.Join(distA, "metakraftwerk-release-key.asc"))
+	if out := run(t, repo, operatorEnv, "gpg", "--batch", "--with-colons", "--fingerprint"); !strings.Contains(out, fpr) {
+		t.Errorf("the exported key is not the signing key %s", fpr)
+	}
+	providerPrefix := "terraform-provider-mkvault_0.0.0-reprotest"
+	for _, p := range []string{prefix, providerPrefix} {
+		run(t, repo, operatorEnv, "gpg", "--batch", "--verify", filepath.Join(distA, p+"_SHA256SUMS.sig"), filepath.Join(distA, p+"_SHA256SUMS"))
+	}
+	checkProviderRelease(t, distA, distB, providerPrefix, platforms, readFile(t, filepath.Join(repo, "LICENSE")))
+	for _, p := range platforms {
+		if p == host {
+			binDir := filepath.Join(tmp, "make-provider")
+			make(repo, os.Environ(), "provider", "VERSION="+version, "BIN="+binDir)
+			name := "terraform-provider-mkvault_v0.0.0-reprotest"
+			zipped := checkZip(t, filepath.Join(distA, providerPrefix+"_"+strings.Replace(p, "/", "_", 1)+".zip"), name, readFile(t, filepath.Join(repo, "LICENSE")))
+			if !bytes.Equal(zipped, []byte(readFile(t, filepath.Join(binDir, "terraform-provider-mkvault")))) {
+				t.Error("make provider and make release give different provider binaries")
+			}
+		}
+	}
+
 	binSums := readFile(t, filepath.Join(distA, prefix+"_binaries_SHA256SUMS"))
 	sbom := readFile(t, filepath.Join(distA, prefix+"_sbom.cdx.json"))
 	if !contains(platforms, host) || (!all && len(platforms) != 1) || len(platforms) > 6 {
@@ -135,6 +175,52 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 			}
 		}
 	}
+}
+
+// checkProviderRelease checks the Terraform provider's release in the
+// registry protocol's layout: the same bytes from both builds, a zip per
+// platform holding terraform-provider-mkvault_vX.Y.Z and LICENSE, a
+// manifest declaring protocol 6.0, and SHA256SUMS over all of them.
+func checkProviderRelease(t *testing.T, distA, distB, prefix string, platforms []string, license string) {
+	t.Helper()
+	sums := readFile(t, filepath.Join(distA, prefix+"_SHA256SUMS"))
+	if got := readFile(t, filepath.Join(distB, prefix+"_SHA256SUMS")); got != sums {
+		t.Fatalf("two builds of the provider differ:\n%s\n---\n%s", sums, got)
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(sums), "\n") {
+		sum, name, _ := strings.Cut(line, "  ")
+		names = append(names, name)
+		a, b := readFile(t, filepath.Join(distA, name)), readFile(t, filepath.Join(distB, name))
+		if h := sha256.Sum256([]byte(a)); a != b || hex.EncodeToString(h[:]) != sum {
+			t.Errorf("%s differs between the builds or from its sum", name)
+		}
+	}
+	want := []string{prefix + "_manifest.json"}
+	for _, p := range platforms {
+		plat := strings.Replace(p, "/", "_", 1)
+		want = append(want, prefix+"_"+plat+".zip")
+		bin := "terraform-provider-mkvault_v" + strings.TrimPrefix(prefix, "terraform-provider-mkvault_")
+		if strings.HasPrefix(plat, "windows_") {
+			bin += ".exe"
+		}
+		checkZip(t, filepath.Join(distA, prefix+"_"+plat+".zip"), bin, license)
+	}
+	slices.Sort(want)
+	if strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Errorf("the provider's SHA256SUMS names %v, want %v", names, want)
+	}
+	var manifest struct {
+		Version  int
+		Metadata struct {
+			ProtocolVersions []string `json:"protocol_versions"`
+		}
+	}
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(distA, prefix+"_manifest.json"))), &manifest); err != nil ||
+		manifest.Version != 1 || strings.Join(manifest.Metadata.ProtocolVersions, ",") != "6.0" {
+		t.Errorf("the manifest: %+v, %v", manifest, err)
+	}
+	t.Logf("the provider's SHA256SUMS of both builds:\n%s", sums)
 }
 
 // checkZip returns the binary of a release zip after checking that it holds

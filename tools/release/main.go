@@ -4,7 +4,7 @@
 // pull. It never compiles the plugin itself, so the build flags live in one
 // place, the Makefile.
 //
-//	release package -version vX.Y.Z -bin DIR -license FILE -out DIR [-gpg-key ID]
+//	release package -version vX.Y.Z -bin DIR -license FILE -out DIR [-gpg-key ID] [-provider-bin DIR]
 //	release oci     -version vX.Y.Z -bin DIR -out DIR
 //	release check-version -version vX.Y.Z
 //	release registry -layout DIR -repo NAME -tag TAG -cert-file F -addr-file F
@@ -23,7 +23,10 @@ import (
 	"strings"
 )
 
-const plugin = "vault-plugin-secrets-metakraftwerk"
+const (
+	plugin   = "vault-plugin-secrets-metakraftwerk"
+	provider = "terraform-provider-mkvault"
+)
 
 // semver is a release version: vMAJOR.MINOR.PATCH with an optional
 // pre-release (v0.3.0-rc.1); no build metadata, which Vault's catalog drops.
@@ -46,9 +49,11 @@ func main() {
 		license := fs.String("license", "", "the LICENSE file each zip carries")
 		gpgKey := fs.String("gpg-key", "", "sign SHA256SUMS with this GPG key (empty: no signature)")
 		sbomTool := fs.String("sbom-tool", "cyclonedx-gomod", "the cyclonedx-gomod command")
+		providerBin := fs.String("provider-bin", "", "directory of <os>_<arch>/terraform-provider-mkvault_vX.Y.Z (empty: no provider)")
 		_ = fs.Parse(args)
 		mustVersion(*version)
-		err = packageRelease(releaseSpec{version: *version, binDir: *bin, license: *license, out: *out, gpgKey: *gpgKey, sbomTool: *sbomTool})
+		err = packageRelease(releaseSpec{version: *version, binDir: *bin, license: *license, out: *out, gpgKey: *gpgKey,
+			sbomTool: *sbomTool, providerBinDir: *providerBin})
 	case "oci":
 		_ = fs.Parse(args)
 		mustVersion(*version)
@@ -103,6 +108,16 @@ func binaryName(platform string) string {
 		return plugin + ".exe"
 	}
 	return plugin
+}
+
+// providerBinaryName is the provider's file name on a platform, as
+// Terraform's registry protocol names it: terraform-provider-<type>_vX.Y.Z.
+func providerBinaryName(platform, version string) string {
+	name := provider + "_v" + strings.TrimPrefix(version, "v")
+	if strings.HasPrefix(platform, "windows_") {
+		return name + ".exe"
+	}
+	return name
 }
 
 func binaryPath(binDir, platform string) string {

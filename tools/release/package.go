@@ -20,6 +20,8 @@ var zipTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type releaseSpec struct {
 	version, binDir, license, out, gpgKey, sbomTool string
+	// providerBinDir, when set, holds the Terraform provider's binaries.
+	providerBinDir string
 }
 
 // artifactPrefix is vault-plugin-secrets-metakraftwerk_X.Y.Z, HashiCorp's
@@ -74,6 +76,61 @@ func packageRelease(r releaseSpec) error {
 		return err
 	}
 
+	if err := writeSums(r.out, prefix, sums, r.gpgKey); err != nil {
+		return err
+	}
+	if r.providerBinDir != "" {
+		if err := packageProvider(r, license); err != nil {
+			return err
+		}
+	}
+	return exportKey(r.out, r.gpgKey)
+}
+
+// providerManifest is the provider release's manifest: the plugin
+// protocol it serves (terraform-plugin-framework's protocol 6).
+const providerManifest = `{
+  "version": 1,
+  "metadata": {
+    "protocol_versions": ["6.0"]
+  }
+}
+`
+
+// packageProvider writes the Terraform provider's release in the layout of
+// the registry protocol, which a filesystem_mirror also takes: a zip per
+// platform holding terraform-provider-mkvault_vX.Y.Z (and LICENSE), the
+// manifest, and SHA256SUMS over them with its signature.
+func packageProvider(r releaseSpec, license []byte) error {
+	plats, err := platforms(r.providerBinDir)
+	if err != nil {
+		return err
+	}
+	prefix := provider + "_" + strings.TrimPrefix(r.version, "v")
+	sums := map[string]string{}
+	for _, p := range plats {
+		name := providerBinaryName(p, r.version)
+		bin, err := os.ReadFile(filepath.Join(r.providerBinDir, p, name))
+		if err != nil {
+			return err
+		}
+		data, err := zipFiles([]zipEntry{{name, bin, 0o755}, {"LICENSE", license, 0o644}})
+		if err != nil {
+			return err
+		}
+		if err := writeArtifact(r.out, prefix+"_"+p+".zip", data, sums); err != nil {
+			return err
+		}
+	}
+	if err := writeArtifact(r.out, prefix+"_manifest.json", []byte(providerManifest), sums); err != nil {
+		return err
+	}
+	return writeSums(r.out, prefix, sums, r.gpgKey)
+}
+
+// writeSums writes <prefix>_SHA256SUMS over sums and, when gpgKey names a
+// key, its detached signature <prefix>_SHA256SUMS.sig.
+func writeSums(out, prefix string, sums map[string]string, gpgKey string) error {
 	names := make([]string, 0, len(sums))
 	for n := range sums {
 		names = append(names, n)
@@ -83,21 +140,39 @@ func packageRelease(r releaseSpec) error {
 	for _, n := range names {
 		fmt.Fprintf(&all, "%s  %s\n", sums[n], n)
 	}
-	sumsFile := filepath.Join(r.out, prefix+"_SHA256SUMS")
+	sumsFile := filepath.Join(out, prefix+"_SHA256SUMS")
 	if err := os.WriteFile(sumsFile, []byte(all.String()), 0o644); err != nil {
 		return err
 	}
-	if r.gpgKey == "" {
+	if gpgKey == "" {
 		return nil
 	}
 	sig := sumsFile + ".sig"
 	_ = os.Remove(sig)
-	cmd := exec.Command("gpg", "--batch", "--yes", "--local-user", r.gpgKey, "--detach-sign", "--output", sig, sumsFile)
+	cmd := exec.Command("gpg", "--batch", "--yes", "--local-user", gpgKey, "--detach-sign", "--output", sig, sumsFile)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("signing %s with GPG key %s: %w", filepath.Base(sumsFile), r.gpgKey, err)
+		return fmt.Errorf("signing %s with GPG key %s: %w", filepath.Base(sumsFile), gpgKey, err)
 	}
 	return nil
+}
+
+// releaseKeyFile is the armored public key of the signing key, written
+// beside the sums so that a signature can be checked with nothing else.
+const releaseKeyFile = "metakraftwerk-release-key.asc"
+
+// exportKey writes the signing key's armored public key, when there is one.
+func exportKey(out, gpgKey string) error {
+	if gpgKey == "" {
+		return nil
+	}
+	cmd := exec.Command("gpg", "--batch", "--armor", "--export", gpgKey)
+	var key bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &key, os.Stderr
+	if err := cmd.Run(); err != nil || key.Len() == 0 {
+		return fmt.Errorf("exporting the public key of %s: %v", gpgKey, err)
+	}
+	return os.WriteFile(filepath.Join(out, releaseKeyFile), key.Bytes(), 0o644)
 }
 
 type zipEntry struct {
