@@ -224,7 +224,9 @@ func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *
 		case v.alone:
 			return &sharedFlight{}, nil
 		}
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.MaxUpstreamTime)
+		// Its own budget, so that running out of it is the same 504 as a
+		// reader's, whichever of the two ends first.
+		lctx, cancel := upstreamBudget(context.WithoutCancel(ctx), cfg)
 		defer cancel()
 		tok, err := b.attemptLogin(lctx, st, name, role, client, cfg)
 		if err != nil {
