@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
@@ -187,9 +189,17 @@ func (e *testEnv) do(op logical.Operation, path string, data map[string]any) (*l
 		Storage:   e.reqStorage,
 	}
 	// As Vault does: a write to a path with an existence check is a create
-	// or an update by what the check finds.
+	// or an update by what the check finds, and input the check cannot
+	// parse is refused there with the SDK's message alone (a 400).
 	if op == logical.UpdateOperation {
-		if checked, exists, err := e.b.HandleExistenceCheck(context.Background(), req); err == nil && checked && !exists {
+		checked, exists, err := e.b.HandleExistenceCheck(context.Background(), req)
+		var userErr errutil.UserError
+		if errors.As(err, &userErr) {
+			resp := logical.ErrorResponse(userErr.Err)
+			e.record(resp, nil)
+			return resp, nil
+		}
+		if err == nil && checked && !exists {
 			req.Operation = logical.CreateOperation
 		}
 	}
@@ -300,6 +310,16 @@ func errorText(resp *logical.Response, err error) string {
 	if resp != nil && resp.IsError() {
 		return resp.Error().Error()
 	}
+	// A raw error answer (verify-role's 429) carries its errors in the body.
+	if resp == nil {
+		return ""
+	}
+	if code, _ := resp.Data[logical.HTTPStatusCode].(int); code >= 400 {
+		var body struct{ Errors []string }
+		raw, _ := resp.Data[logical.HTTPRawBody].([]byte)
+		_ = json.Unmarshal(raw, &body)
+		return strings.Join(body.Errors, "; ")
+	}
 	return ""
 }
 
@@ -341,6 +361,8 @@ func statusOf(resp *logical.Response, err error) int {
 		return http.StatusInternalServerError
 	case resp != nil && resp.IsError():
 		return http.StatusBadRequest
+	case resp != nil && resp.Data[logical.HTTPStatusCode] != nil:
+		return resp.Data[logical.HTTPStatusCode].(int)
 	}
 	return http.StatusOK
 }

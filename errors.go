@@ -16,7 +16,7 @@ import (
 )
 
 // Every error the engine writes follows one scheme:
-//   - bad input starts with the field it is about: "ttl: must not be negative";
+//   - bad input starts with the field it is about: "ttl: 2h must not exceed max_ttl 1h";
 //   - anything else is a sentence that names the role in quotes;
 //   - a step of a larger request prefixes its name: "verify: ...".
 // No message carries a password or a token.

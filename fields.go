@@ -76,9 +76,10 @@ const namePattern = `(?P<name>.+)`
 
 // roleNameField is the schema of <name> in every path that takes a role.
 var roleNameField = &framework.FieldSchema{
-	Type:        framework.TypeString,
-	Description: "Name of the role: letters, digits, '-', '_' and '.', starting and ending with a letter or digit.",
-	Required:    true,
+	Type: framework.TypeString,
+	Description: fmt.Sprintf("Name of the role: letters, digits, '-', '_' and '.', starting and ending with a letter or digit; "+
+		"at most %d characters.", maxRoleNameLen),
+	Required: true,
 }
 
 // validateRoleName returns a user-facing problem with name, or "".

@@ -133,38 +133,52 @@ func pathConfig(b *backend) []*framework.Path {
 		},
 		Fields: map[string]*framework.FieldSchema{
 			fieldBaseURL: {
-				Type:        framework.TypeString,
-				Description: "MetaKraftwerk host root. Login goes to <base_url>/authentication. https is required except for loopback hosts.",
-				Default:     mkclient.DefaultBaseURL,
+				Type: framework.TypeString,
+				Description: "MetaKraftwerk's host root; the login goes to <base_url>/authentication, API calls to <base_url>/api/v1/…. " +
+					"https is required except for loopback hosts (localhost, 127.0.0.0/8, ::1). No credentials, query or fragment; " +
+					"brackets only around an IPv6 literal. Stored normalised: lower-case host, a loopback host without a trailing dot, " +
+					"no trailing slash (http://LOCALHOST.:8787/ becomes http://localhost:8787), because only that spelling is exempt " +
+					"from HTTP_PROXY and a login must never reach a proxy in clear text. A stored value is normalised and checked again on every use.",
+				Default: mkclient.DefaultBaseURL,
 			},
 			fieldCACert: {
 				Type:        framework.TypeString,
-				Description: "PEM bundle of CA certificates to trust for MetaKraftwerk instead of the system roots. Empty uses the system roots.",
+				Description: "PEM bundle of CA certificates (no other blocks) that replaces the system roots for MetaKraftwerk. An empty value clears it.",
 			},
 			fieldRequestTimeout: {
-				Type:        framework.TypeDurationSecond,
-				Description: "Timeout of one upstream attempt (connect, headers and body). Greater than 0, at most 5m.",
-				Default:     int(mkclient.DefaultRequestTimeout / time.Second),
+				Type: framework.TypeDurationSecond,
+				Description: fmt.Sprintf("One upstream attempt (connect, headers, body); at least 1s, at most %s. "+
+					"Durations are whole seconds: 500ms is refused.", formatDuration(maxRequestTimeout)),
+				Default: int(mkclient.DefaultRequestTimeout / time.Second),
 			},
 			fieldMaxRetries: {
-				Type:        framework.TypeInt,
-				Description: "Retries of network errors, 429 and 500/502/503/504 answers, with backoff that honours Retry-After. 0 to 10. Rejections (400, 401, 403, 404, 422) and TLS failures are never retried.",
-				Default:     mkclient.DefaultMaxRetries,
+				Type: framework.TypeInt,
+				Description: fmt.Sprintf("0 to %d. Retried: connection errors, 429, 500, 502, 503, 504, with exponential backoff from %s to %s "+
+					"that honours Retry-After (seconds or an HTTP date, at most %s), always within max_upstream_time. "+
+					"Never retried: the rejections 400, 401, 403, 404, 422, and TLS failures.",
+					maxMaxRetries, formatDuration(mkclient.RetryWaitMin), formatDuration(mkclient.RetryWaitMax), formatDuration(mkclient.MaxRetryAfter)),
+				Default: mkclient.DefaultMaxRetries,
 			},
 			fieldExpiryLeeway: {
-				Type:        framework.TypeDurationSecond,
-				Description: "How long before the token's exp its lease ends (clock skew, in-flight use). At least 0, less than 20h.",
-				Default:     int(defaultExpiryLeeway / time.Second),
+				Type: framework.TypeDurationSecond,
+				Description: fmt.Sprintf("A lease ends this long before the token's exp (clock skew, requests in flight); "+
+					"less than the %s token lifetime.", formatDuration(documentedTokenLifetime)),
+				Default: int(defaultExpiryLeeway / time.Second),
 			},
 			fieldRejectedLoginBackoff: {
-				Type:        framework.TypeDurationSecond,
-				Description: "After MetaKraftwerk rejects a role's login (401), readers get the same error without a new attempt for this long, or until the role is written or rotated. 0 turns it off; at most 24h.",
-				Default:     int(defaultRejectedLoginBackoff / time.Second),
+				Type: framework.TypeDurationSecond,
+				Description: fmt.Sprintf("After MetaKraftwerk rejects a role's login (401), creds reads get the same error and verify-role a 429, "+
+					"without a new attempt, for this long or until the role is written or rotated; 0 turns it off; at most %s.",
+					formatDuration(maxRejectedLoginBackoff)),
+				Default: int(defaultRejectedLoginBackoff / time.Second),
 			},
 			fieldMaxUpstreamTime: {
-				Type:        framework.TypeDurationSecond,
-				Description: "The longest one request waits for MetaKraftwerk in all (attempts, retries and Retry-After waits) before it answers 504. Keep it below the server's max_request_duration (90s by default). At least 1s, at most 1h.",
-				Default:     int(defaultMaxUpstreamTime / time.Second),
+				Type: framework.TypeDurationSecond,
+				Description: fmt.Sprintf("The longest one request waits for MetaKraftwerk in all: attempts, retries and Retry-After waits, "+
+					"and the project check's pages. A request that runs out answers 504. Vault and OpenBao cancel a request at "+
+					"their max_request_duration (90s by default) without telling the plugin, so keep this below it. "+
+					"At least 1s, at most %s.", formatDuration(maxMaxUpstreamTime)),
+				Default: int(defaultMaxUpstreamTime / time.Second),
 			},
 		},
 		ExistenceCheck: b.pathConfigExists,
@@ -260,8 +274,8 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 	if v, ok := d.GetOk(fieldRequestTimeout); ok {
 		t := time.Duration(v.(int)) * time.Second
 		switch {
-		case t <= 0:
-			p.add(fieldRequestTimeout, "must be greater than 0")
+		case t < time.Second: // 500ms arrives as 0: durations are whole seconds
+			p.add(fieldRequestTimeout, "must be at least 1s (durations are whole seconds)")
 		case t > maxRequestTimeout:
 			p.add(fieldRequestTimeout, "must be at most %s", formatDuration(maxRequestTimeout))
 		default:
@@ -279,8 +293,6 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 	if v, ok := d.GetOk(fieldExpiryLeeway); ok {
 		l := time.Duration(v.(int)) * time.Second
 		switch {
-		case l < 0:
-			p.add(fieldExpiryLeeway, "must not be negative")
 		case l >= documentedTokenLifetime:
 			p.add(fieldExpiryLeeway, "must be less than the %s token lifetime", formatDuration(documentedTokenLifetime))
 		default:
@@ -301,8 +313,6 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 	if v, ok := d.GetOk(fieldRejectedLoginBackoff); ok {
 		w := time.Duration(v.(int)) * time.Second
 		switch {
-		case w < 0:
-			p.add(fieldRejectedLoginBackoff, "must not be negative")
 		case w > maxRejectedLoginBackoff:
 			p.add(fieldRejectedLoginBackoff, "must be at most %s", formatDuration(maxRejectedLoginBackoff))
 		default:

@@ -107,6 +107,7 @@ func TestConfigValidation(t *testing.T) {
 		{"broken cert", map[string]any{fieldCACert: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, fieldCACert},
 		{"zero timeout", map[string]any{fieldRequestTimeout: 0}, fieldRequestTimeout},
 		{"negative timeout", map[string]any{fieldRequestTimeout: "-5s"}, fieldRequestTimeout},
+		{"sub-second timeout", map[string]any{fieldRequestTimeout: "500ms"}, "request_timeout: must be at least 1s"},
 		{"huge timeout", map[string]any{fieldRequestTimeout: "1000h"}, fieldRequestTimeout},
 		{"timeout not a duration", map[string]any{fieldRequestTimeout: "soon"}, fieldRequestTimeout},
 		{"negative retries", map[string]any{fieldMaxRetries: -1}, fieldMaxRetries},

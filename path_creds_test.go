@@ -104,38 +104,45 @@ type upstreamCase struct {
 	message string
 }
 
-func TestCredsUpstreamFailures(t *testing.T) {
-	tests := []upstreamCase{
-		{"bad credentials", devserver.Faults{}, 400, `MetaKraftwerk rejected the login for role "ci": Invalid login`},
-		{"400 from upstream", devserver.Faults{FailNext: 1, FailStatus: 400}, 400, `MetaKraftwerk rejected the login for role "ci" (HTTP 400 BadRequest): Bad Request`},
-		{"403 from upstream", devserver.Faults{FailNext: 1, FailStatus: 403}, 400, `(HTTP 403 Forbidden): Forbidden`},
-		{"404: base_url points at the wrong place", devserver.Faults{FailNext: 1, FailStatus: 404}, 400, `(HTTP 404 NotFound for role "ci"): Not Found; check base_url`},
-		{"503 beyond retries", devserver.Faults{FailNext: 10, FailStatus: 503}, 502, "HTTP 503 Unavailable: Service Unavailable (after 3 attempts)"},
-		{"500 beyond retries", devserver.Faults{FailNext: 10, FailStatus: 500}, 502, "HTTP 500 GeneralError: Internal Server Error"},
-		{"501 is not retried", devserver.Faults{FailNext: 10, FailStatus: 501}, 502, "HTTP 501 NotImplemented: Not Implemented"},
-		{"non-JSON body", devserver.Faults{Mode: devserver.ModeGarbage}, 502, "malformed response: the login answer is not a JSON object"},
-		{"no accessToken", devserver.Faults{Mode: devserver.ModeNoToken}, 502, "the login answer has no accessToken"},
-		{"accessToken not a JWT", devserver.Faults{Mode: devserver.ModeNotJWT}, 502, "is not a JWT"},
-		{"expired JWT", devserver.Faults{Mode: devserver.ModeExpired}, 502, "already expired"},
-		{"10 MiB body", devserver.Faults{Mode: devserver.ModeHuge}, 502, "exceeds the 1 MiB limit"},
-		{"hang beyond request_timeout", devserver.Faults{Mode: devserver.ModeHang}, 502, "timed out (request_timeout)"},
-		{"upstream echoes the request", devserver.Faults{Mode: devserver.ModeEcho}, 400, `MetaKraftwerk rejected the login for role "ci": (message withheld)`},
-		{"form-login redirect", devserver.Faults{Mode: devserver.ModeFormRedirect}, 502, "HTTP 303 and a redirect to http://127.0.0.1:"},
+var upstreamFailures = []upstreamCase{
+	{"bad credentials", devserver.Faults{}, 400, `MetaKraftwerk rejected the login for role "ci": Invalid login`},
+	{"400 from upstream", devserver.Faults{FailNext: 1, FailStatus: 400}, 400, `MetaKraftwerk rejected the login for role "ci" (HTTP 400 BadRequest): Bad Request`},
+	{"403 from upstream", devserver.Faults{FailNext: 1, FailStatus: 403}, 400, `(HTTP 403 Forbidden): Forbidden`},
+	{"404: base_url points at the wrong place", devserver.Faults{FailNext: 1, FailStatus: 404}, 400, `(HTTP 404 NotFound for role "ci"): Not Found; check base_url`},
+	{"503 beyond retries", devserver.Faults{FailNext: 10, FailStatus: 503}, 502, "HTTP 503 Unavailable: Service Unavailable (after 3 attempts)"},
+	{"500 beyond retries", devserver.Faults{FailNext: 10, FailStatus: 500}, 502, "HTTP 500 GeneralError: Internal Server Error"},
+	{"501 is not retried", devserver.Faults{FailNext: 10, FailStatus: 501}, 502, "HTTP 501 NotImplemented: Not Implemented"},
+	{"non-JSON body", devserver.Faults{Mode: devserver.ModeGarbage}, 502, "malformed response: the login answer is not a JSON object"},
+	{"no accessToken", devserver.Faults{Mode: devserver.ModeNoToken}, 502, "the login answer has no accessToken"},
+	{"accessToken not a JWT", devserver.Faults{Mode: devserver.ModeNotJWT}, 502, "is not a JWT"},
+	{"expired JWT", devserver.Faults{Mode: devserver.ModeExpired}, 502, "already expired"},
+	{"10 MiB body", devserver.Faults{Mode: devserver.ModeHuge}, 502, "exceeds the 1 MiB limit"},
+	{"hang beyond request_timeout", devserver.Faults{Mode: devserver.ModeHang}, 502, "timed out (request_timeout)"},
+	{"upstream echoes the request", devserver.Faults{Mode: devserver.ModeEcho}, 400, `MetaKraftwerk rejected the login for role "ci": (message withheld)`},
+	{"form-login redirect", devserver.Faults{Mode: devserver.ModeFormRedirect}, 502, "HTTP 303 and a redirect to http://127.0.0.1:"},
+}
+
+// read sets up role "ci", makes the stand-in misbehave so, and reads its creds.
+func (tt upstreamCase) read(t *testing.T) (*testEnv, *logical.Response, error) {
+	env := newTestBackend(t)
+	env.mustWrite("config", map[string]any{fieldRequestTimeout: "1s", fieldMaxRetries: 2})
+	if tt.name == "bad credentials" {
+		env.mustWrite("roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: "not-the-password", fieldVerify: false})
+		env.secrets = append(env.secrets, "not-the-password")
+	} else {
+		env.createRole("ci", nil)
 	}
-	for _, tt := range tests {
+	env.mk.SetFaults(tt.faults)
+	resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+	return env, resp, err
+}
+
+func TestCredsUpstreamFailures(t *testing.T) {
+	for _, tt := range upstreamFailures {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			env := newTestBackend(t)
-			env.mustWrite("config", map[string]any{fieldRequestTimeout: "1s", fieldMaxRetries: 2})
-			if tt.name == "bad credentials" {
-				env.mustWrite("roles/ci", map[string]any{fieldEmail: testEmail, fieldPassword: "not-the-password", fieldVerify: false})
-				env.secrets = append(env.secrets, "not-the-password")
-			} else {
-				env.createRole("ci", nil)
-			}
-			env.mk.SetFaults(tt.faults)
 			start := time.Now()
-			resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+			env, resp, err := tt.read(t)
 			elapsed := time.Since(start)
 			if got := statusOf(resp, err); got != tt.status {
 				t.Errorf("status %d, want %d (%q)", got, tt.status, errorText(resp, err))
@@ -923,7 +930,7 @@ func TestLoginOutcomesInStartOrder(t *testing.T) {
 
 // Logins reuse their connection to MetaKraftwerk: twenty reads one after
 // another open one connection (over https: one TLS handshake), and 32
-// concurrent readers, four times over, no more than 32.
+// concurrent readers, four times over, no more than the pool can need.
 func TestLoginsReuseConnections(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -949,7 +956,13 @@ func TestLoginsReuseConnections(t *testing.T) {
 			for range 4 {
 				readConcurrently(env, "ci", 32)
 			}
-			if n := env.mk.Stats().Connections; n > 32 {
+			// A reader that finds no idle connection dials one, and keeps
+			// the dial going even if an idle connection frees up first (as
+			// net/http does): a round can add up to 32 connections while
+			// fewer than 32 are kept, none once 32 are. So 64 at most,
+			// where a client that does not keep connections opens one
+			// per login (129 here).
+			if n := env.mk.Stats().Connections; n > 64 {
 				t.Errorf("4 rounds of 32 concurrent reads opened %d connections in all", n)
 			}
 			t.Logf("%s: %d connections, %d TLS handshakes for %d logins", tt.name, env.mk.Stats().Connections, env.mk.Stats().TLSHandshakes, env.mk.Stats().Logins)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 const (
@@ -149,43 +151,49 @@ func pathRoles(b *backend) []*framework.Path {
 				fieldName: roleNameField,
 				fieldEmail: {
 					Type:        framework.TypeString,
-					Description: fmt.Sprintf("Login email of the MetaKraftwerk user, a plain address of at most %d characters. Required on create.", maxEmailLen),
+					Description: fmt.Sprintf("The MetaKraftwerk user's login, a plain address (ci@example.com) of at most %d characters. Required on create.", maxEmailLen),
 				},
 				fieldPassword: {
-					Type:         framework.TypeString,
-					Description:  fmt.Sprintf("Password of the MetaKraftwerk user, at most %d bytes. Required on create. Write-only: never returned.", maxPasswordLen),
+					Type: framework.TypeString,
+					Description: fmt.Sprintf("At most %d bytes. Required on create. Write-only: never returned or logged. On the CLI, password=- "+
+						"reads it from stdin and password=@file from a file, which keeps it off command lines.", maxPasswordLen),
 					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
 				},
 				fieldTTL: {
 					Type:        framework.TypeDurationSecond,
-					Description: "Optional cap on the lease; 0 means until the token's expiry less expiry_leeway.",
+					Description: "Caps the lease; 0 means until the token's exp less expiry_leeway.",
 				},
 				fieldMaxTTL: {
-					Type:        framework.TypeDurationSecond,
-					Description: "Optional cap on the lease, applied like ttl (the lease is not renewable, so it adds nothing beyond ttl); ttl must not exceed it when both are set.",
+					Type: framework.TypeDurationSecond,
+					Description: "Caps the lease exactly as ttl does; the lease is not renewable, so it adds nothing beyond ttl " +
+						"and is kept for scripts that set it. ttl must not exceed it when both are set.",
 				},
 				fieldDescription: {
 					Type:        framework.TypeString,
 					Description: fmt.Sprintf("Free text, at most %d bytes.", maxDescriptionLen),
 				},
 				fieldProjects: {
-					Type:        framework.TypeCommaStringSlice,
-					Description: fmt.Sprintf("MetaKraftwerk project names (at most %d, each at most %d bytes) this login must be able to use; checked when verify is true.", maxProjects, maxProjectNameLen),
+					Type: framework.TypeCommaStringSlice,
+					Description: fmt.Sprintf("MetaKraftwerk project names (at most %d, each at most %d bytes; comma-separated on the CLI) the login "+
+						"must be able to use, checked when verify is true with GET /api/v1/projects, following every page of a "+
+						"paginated answer, up to %d projects and %d MiB of listing; a project that is not visible, deleted or "+
+						"disabled fails the check.", maxProjects, maxProjectNameLen, mkclient.MaxProjects, mkclient.MaxListingBytes>>20),
 				},
 				fieldVerify: {
 					Type:        framework.TypeBool,
-					Description: "Log in once (and check projects) before storing a new or changed login. Not stored.",
+					Description: "Log in once (and check projects) before storing a new or changed login; false stores without contacting MetaKraftwerk. Not stored.",
 					Default:     true,
 				},
 				fieldReuseTokens: {
 					Type:        framework.TypeBool,
-					Description: "Hand the role's current token to further readers while it has at least reuse_min_remaining left, instead of logging in for every read. Concurrent reads share one login.",
+					Description: "Hand the role's current token to further readers instead of logging in for every read; concurrent reads share one login.",
 					Default:     false,
 				},
 				fieldReuseMinRemaining: {
-					Type:        framework.TypeDurationSecond,
-					Description: "With reuse_tokens, the least remaining lifetime a token must have to be handed out again (at least expiry_leeway + 1s; less than 20h).",
-					Default:     int(defaultReuseMinRemaining / time.Second),
+					Type: framework.TypeDurationSecond,
+					Description: fmt.Sprintf("With reuse_tokens, the least life a token must have left to be handed out again; less than the %s token "+
+						"lifetime. The floor in force is the larger of this and expiry_leeway + 1s.", formatDuration(documentedTokenLifetime)),
+					Default: int(defaultReuseMinRemaining / time.Second),
 				},
 			},
 			ExistenceCheck: b.pathRoleExists,
@@ -489,12 +497,8 @@ func applyRoleFields(role *roleEntry, create bool, d *framework.FieldData, p *pr
 		dst  *time.Duration
 	}{{fieldTTL, &role.TTL}, {fieldMaxTTL, &role.MaxTTL}, {fieldReuseMinRemaining, &role.ReuseMinRemaining}} {
 		if v, ok := d.GetOk(f.name); ok {
-			dur := time.Duration(v.(int)) * time.Second
-			if dur < 0 {
-				p.add(f.name, "must not be negative")
-				continue
-			}
-			*f.dst = dur
+			// The SDK refuses a negative duration before the handler runs.
+			*f.dst = time.Duration(v.(int)) * time.Second
 		}
 	}
 	if role.TTL > 0 && role.MaxTTL > 0 && role.TTL > role.MaxTTL {

@@ -65,9 +65,14 @@ const (
 	// page size the server chooses.
 	maxProjectPages = MaxProjects / 10
 
-	retryWaitMin = 250 * time.Millisecond
-	retryWaitMax = 5 * time.Second
-	userAgent    = "vault-plugin-secrets-metakraftwerk"
+	userAgent = "vault-plugin-secrets-metakraftwerk"
+)
+
+// The backoff between attempts grows from RetryWaitMin to RetryWaitMax
+// (exported for the config's field description).
+const (
+	RetryWaitMin = 250 * time.Millisecond
+	RetryWaitMax = 5 * time.Second
 )
 
 // Config configures a Client.
@@ -134,8 +139,8 @@ func New(cfg Config) (*Client, error) {
 	rc := &retryablehttp.Client{
 		HTTPClient:   httpClient,
 		Logger:       nil, // the engine logs what matters itself, without URLs or bodies
-		RetryWaitMin: retryWaitMin,
-		RetryWaitMax: retryWaitMax,
+		RetryWaitMin: RetryWaitMin,
+		RetryWaitMax: RetryWaitMax,
 		RetryMax:     max(cfg.MaxRetries, 0),
 		CheckRetry:   checkRetry,
 		Backoff:      backoff,
