@@ -152,6 +152,29 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 	})
 
 	query := `metakraftwerk_creds_issued_total{job="vault-metakraftwerk",role="team-a-ci",source="shared"}`
+	waitForValue(t, addr, query, "4", logFile.Name())
+
+	// Prometheus reads the token file at every scrape: a token replaced in
+	// the file (as Vault Agent's sink does when it renews or signs in
+	// again) takes over from the next scrape, and the old one can go. The
+	// new one is the periodic token docs/operations.md describes.
+	rotated := strings.TrimSpace(s.MustCLI("token", "create", "-policy=metrics", "-period=24h", "-orphan", "-field=token"))
+	if err := os.WriteFile(tokenFile+".new", []byte(rotated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tokenFile+".new", tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	s.MustCLI("token", "revoke", token)
+	if err := s.readCredsOnce(s.API(s.Token), "team-a-ci"); err != nil {
+		t.Fatal(err)
+	}
+	waitForValue(t, addr, query, "5", logFile.Name())
+}
+
+// waitForValue waits until Prometheus's query API answers query with want.
+func waitForValue(t *testing.T, addr, query, want, logFile string) {
+	t.Helper()
 	var last string
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -164,15 +187,15 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 					} `json:"result"`
 				} `json:"data"`
 			}
-			if json.Unmarshal(body, &res) == nil && len(res.Data.Result) == 1 && res.Data.Result[0].Value[1] == "4" {
+			if json.Unmarshal(body, &res) == nil && len(res.Data.Result) == 1 && res.Data.Result[0].Value[1] == want {
 				return
 			}
 			last = string(body)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	logs, _ := os.ReadFile(logFile.Name())
-	t.Fatalf("Prometheus never saw %s = 4; last answer %s\n%s", query, last, tail(string(logs), 20))
+	logs, _ := os.ReadFile(logFile)
+	t.Fatalf("Prometheus never saw %s = %s; last answer %s\n%s", query, want, last, tail(string(logs), 20))
 }
 
 func get(t *testing.T, rawURL, token string) (int, []byte, error) {
