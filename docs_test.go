@@ -985,6 +985,75 @@ func quoteMatches(quote, msg string) bool {
 	return regexp.MustCompile(`^` + strings.Join(parts, `.*`) + `$`).MatchString(msg)
 }
 
+// The README's policies are the files the demo and the e2e suite write.
+func TestReadmePoliciesAreTheBootstrapFiles(t *testing.T) {
+	readme := readDoc(t, "README.md")
+	found := regexp.MustCompile(`(?s)vault policy write ([a-z-]+) - <<'EOF'\n(.*?)\n *EOF\n`).FindAllStringSubmatch(readme, -1)
+	if len(found) < 2 {
+		t.Fatalf("found %d policies in README.md", len(found))
+	}
+	for _, m := range found {
+		var lines []string
+		for _, line := range strings.Split(m[2], "\n") {
+			lines = append(lines, strings.TrimPrefix(line, "   "))
+		}
+		file := readDoc(t, filepath.Join("bootstrap", "policies", m[1]+".hcl"))
+		if got := strings.Join(lines, "\n"); got != strings.TrimSpace(file) {
+			t.Errorf("README.md's policy %s is not bootstrap/policies/%s.hcl:\n%s", m[1], m[1], got)
+		}
+	}
+}
+
+// Every relative link in the README and docs/ reaches a file, and its
+// #anchor a heading of that file (as GitHub spells heading anchors).
+func TestDocLinksResolve(t *testing.T) {
+	docs, _ := filepath.Glob("docs/*.md")
+	docs = append(docs, "README.md", "SECURITY.md", "CHANGELOG.md")
+	linkRe := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	anchors := map[string]map[string]bool{}
+	anchorsOf := func(file string) map[string]bool {
+		if a, ok := anchors[file]; ok {
+			return a
+		}
+		a := map[string]bool{}
+		data, _ := os.ReadFile(file)
+		inFence := false
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "```") {
+				inFence = !inFence
+			}
+			if inFence || !strings.HasPrefix(line, "#") {
+				continue
+			}
+			h := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+			h = regexp.MustCompile(`[^\p{L}\p{N} _-]`).ReplaceAllString(h, "")
+			a[strings.ReplaceAll(h, " ", "-")] = true
+		}
+		anchors[file] = a
+		return a
+	}
+	for _, doc := range docs {
+		for _, m := range linkRe.FindAllStringSubmatch(readDoc(t, doc), -1) {
+			link := m[1]
+			if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+				continue
+			}
+			target, frag, _ := strings.Cut(link, "#")
+			file := doc
+			if target != "" {
+				file = filepath.Join(filepath.Dir(doc), target)
+			}
+			if _, err := os.Stat(file); err != nil {
+				t.Errorf("%s links to %s, which does not exist", doc, link)
+				continue
+			}
+			if frag != "" && strings.HasSuffix(file, ".md") && !anchorsOf(file)[frag] {
+				t.Errorf("%s links to %s, but %s has no heading #%s", doc, link, file, frag)
+			}
+		}
+	}
+}
+
 func readDoc(t *testing.T, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)

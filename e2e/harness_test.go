@@ -7,7 +7,9 @@
 //
 // Run it with `make e2e`: it needs SERVER_BIN (a vault >= 1.15 or a bao),
 // PLUGIN_BIN (the built plugin) and PLUGIN_VERSION (the version stamped into
-// it); without them every test fails, it never skips. The platform is read
+// it), and for the docs walkthrough RELEASE_DIR (signed releases v0.3.0 and
+// v0.3.1) and, on Vault, TERRAFORM_BIN; scripts/e2e.sh provides them all.
+// Without them the tests that need them fail; none skips. The platform is read
 // from `SERVER_BIN version`; a test that only makes sense on one platform
 // says so in its name.
 package e2e
@@ -211,6 +213,9 @@ type StackOptions struct {
 	// NoInstall leaves the plugin directory empty (the server fetches the
 	// plugin itself); it implies NoMount.
 	NoInstall bool
+	// PluginDir, when set, is the servers' plugin_directory, left for the
+	// test to create (with NoInstall).
+	PluginDir string
 }
 
 // Node is one Vault server process.
@@ -272,8 +277,12 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 		secrets:   []string{teamAPassword, teamBPassword},
 	}
 	s.PluginDir = filepath.Join(s.Dir, "plugins")
+	dirs := []string{s.PluginDir, filepath.Join(s.Dir, "home")}
+	if opts.PluginDir != "" {
+		s.PluginDir, dirs = opts.PluginDir, dirs[1:]
+	}
 	s.audit = filepath.Join(s.Dir, "audit.log")
-	for _, d := range []string{s.PluginDir, filepath.Join(s.Dir, "home")} {
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}

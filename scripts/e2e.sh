@@ -17,7 +17,8 @@
 # Environment: PLUGIN_BIN and PLUGIN_VERSION (required), GO, E2E_TIMEOUT,
 # E2E_RUN (a go test -run pattern), E2E_SUITES (e2e, provider, or both, the
 # default), PROMETHEUS_BIN (else built by prometheus-bin.sh), TERRAFORM_BIN
-# and TOFU_BIN (else found or built by terraform-bin.sh).
+# and TOFU_BIN (else found or built by terraform-bin.sh), RELEASE_DIR (the
+# walkthrough's signed releases; else built here with make release).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -58,6 +59,46 @@ if [[ $suites == *e2e* ]]; then
 		exit 1
 	fi
 	export PROMETHEUS_BIN
+fi
+
+# build_releases DIR: the docs walkthrough's releases, v0.3.0 and v0.3.1 of
+# this source for this machine's platform, built by `make release` and
+# signed with a throwaway key, into DIR.
+build_releases() {
+	local gnupg fpr v
+	gnupg=$(mktemp -d)
+	gpg_home() { GNUPGHOME=$gnupg "$@"; }
+	gpg_home gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
+		--quick-gen-key "e2e walkthrough <walkthrough@example.invalid>" ed25519 sign never || return 1
+	fpr=$(gpg_home gpg --batch --with-colons --list-secret-keys | awk -F: '$1 == "fpr" {print $10; exit}')
+	for v in v0.3.0 v0.3.1; do
+		gpg_home make -C "$repo" --no-print-directory release VERSION=$v GO="$GO" DIST="$1" \
+			RELEASE_PLATFORMS="$("$GO" env GOOS)/$("$GO" env GOARCH)" GPG_KEY_ID="$fpr" || { gpg_home gpgconf --kill all; return 1; }
+	done
+	gpg_home gpgconf --kill all
+	rm -rf "$gnupg"
+}
+
+# The docs walkthrough (e2e/walkthrough_test.go) installs, upgrades and
+# rolls back real releases, and installs the released Terraform provider.
+if [[ $suites == *e2e* ]]; then
+	if [[ -z ${RELEASE_DIR:-} ]]; then
+		RELEASE_DIR=$(mktemp -d)
+		trap 'rm -rf "$RELEASE_DIR"' EXIT
+		printf '\n== releases v0.3.0 and v0.3.1 for the docs walkthrough\n'
+		start=$SECONDS
+		if ! build_releases "$RELEASE_DIR" >"$RELEASE_DIR.log" 2>&1; then
+			tail -n 40 "$RELEASE_DIR.log" >&2
+			echo "e2e: building the walkthrough's releases failed (above)" >&2
+			exit 1
+		fi
+		rm -f "$RELEASE_DIR.log"
+		echo "built in $((SECONDS - start))s"
+	fi
+	export RELEASE_DIR
+	if [[ -z ${TERRAFORM_BIN:-} ]] && TERRAFORM_BIN=$("$here/terraform-bin.sh" terraform); then
+		export TERRAFORM_BIN
+	fi
 fi
 
 # provider_legs PLATFORM: the CLIs the provider suite runs with there.

@@ -30,7 +30,11 @@ else
   echo "$SERVER_BIN" >>"$RAN_ON"
 fi`)
 	fakePrometheus := r.script("prometheus", `exit 0`)
+	fakeTerraform := r.script("bin/terraform", `echo 'Terraform v1.11.4'`)
 	r.env = []string{
+		// The walkthrough's releases and Terraform, which e2e.sh would build.
+		"RELEASE_DIR=" + filepath.Join(dir, "releases"),
+		"TERRAFORM_BIN=" + fakeTerraform,
 		"PATH=/usr/bin:/bin", // no vault or bao of the developer's
 		"HOME=" + dir,
 		"VAULT_CACHE_DIR=" + filepath.Join(dir, "cache"),
