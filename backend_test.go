@@ -3,18 +3,10 @@ package metakraftwerk
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -116,22 +108,11 @@ func withProjects(projects []string, paginate *devserver.Paginate) envOption {
 // withTLS makes the stand-in serve HTTPS with a certificate for 127.0.0.1
 // that the engine's config trusts through ca_cert.
 func withTLS(t *testing.T) envOption {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, cfg, err := devserver.LoopbackTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "stand-in"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	return func(c *devserver.Config) { c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}} }
+	return func(c *devserver.Config) { c.TLS = cfg }
 }
 
 func newTestBackend(t *testing.T, opts ...envOption) *testEnv {

@@ -4,18 +4,9 @@ package e2e
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -200,7 +191,10 @@ func newWalk(t *testing.T) *walk {
 	})
 
 	// The docs' self-hosted MetaKraftwerk, over TLS with a private CA.
-	certPEM, tlsCfg := selfSigned(t)
+	certPEM, tlsCfg, err := devserver.LoopbackTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(w.work, "ca.pem"), certPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -458,29 +452,6 @@ resource "mkvault_role" "team_b_tf" {
 	w.s.mu.Lock()
 	w.s.stdout = append(w.s.stdout, string(state))
 	w.s.mu.Unlock()
-}
-
-// selfSigned is a CA certificate for 127.0.0.1 (PEM) and a server TLS
-// configuration with it.
-func selfSigned(t *testing.T) ([]byte, *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "mk.example.com"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 func copyFile(t *testing.T, from, to string) {
