@@ -135,6 +135,16 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// Durations are whole seconds, as api.md says: a fraction is dropped.
+func TestConfigDurationsAreWholeSeconds(t *testing.T) {
+	env := newTestBackend(t)
+	env.mustWrite("config", map[string]any{fieldRequestTimeout: "1500ms", fieldExpiryLeeway: "90.9s"})
+	data := env.mustRead("config").Data
+	if data[fieldRequestTimeout] != int64(1) || data[fieldExpiryLeeway] != int64(90) {
+		t.Fatalf("request_timeout %v, expiry_leeway %v; want 1 and 90", data[fieldRequestTimeout], data[fieldExpiryLeeway])
+	}
+}
+
 func TestConfigCollectsEveryProblem(t *testing.T) {
 	env := newTestBackend(t)
 	resp, _ := env.do(logical.UpdateOperation, "config", map[string]any{
