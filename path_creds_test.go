@@ -8,6 +8,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -580,8 +581,10 @@ func TestReuseWaiterCancelled(t *testing.T) {
 	defer cancel()
 	resp, err := env.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/ci", Storage: env.storage})
 	env.record(resp, err)
+	// The budget is the 50ms deadline less a tenth of what is left when
+	// the read starts: 45ms, or a little less on a busy machine.
 	if msg := errorText(resp, err); statusOf(resp, err) != 504 ||
-		!strings.Contains(msg, `did not answer within 45ms for role "ci" (max_upstream_time, or the request's own deadline); the login goes on and serves the next reader`) {
+		!regexp.MustCompile(`did not answer within 4[0-5]ms for role "ci" \(max_upstream_time, or the request's own deadline\); the login goes on and serves the next reader`).MatchString(msg) {
 		t.Fatalf("status %d: %q", statusOf(resp, err), msg)
 	}
 	time.Sleep(400 * time.Millisecond)
