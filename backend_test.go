@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -330,6 +331,19 @@ func secretKind(s string) string {
 		return fmt.Sprintf("token, %d chars", len(s))
 	}
 	return fmt.Sprintf("password, %d chars", len(s))
+}
+
+// budgetIn reports whether a 504's text names an upstream budget from lo
+// to hi: a budget taken from a request's deadline is a tenth short of
+// what is left when the request starts, so a busy machine shaves a few
+// milliseconds off it.
+func budgetIn(msg string, lo, hi time.Duration) bool {
+	m := regexp.MustCompile(`MetaKraftwerk did not answer within (\S+) for role`).FindStringSubmatch(msg)
+	if m == nil {
+		return false
+	}
+	d, err := time.ParseDuration(m[1])
+	return err == nil && d >= lo && d <= hi
 }
 
 // statusOf returns the HTTP status a handler result maps to.
