@@ -117,10 +117,12 @@ run_provider() {
 		failed=1
 		return
 	fi
-	# OpenTofu's default registry is its own; the suite's provider address follows it.
-	if TF_CLI_CONFIG_FILE=/dev/null "$tf" version 2>/dev/null | grep -q '^OpenTofu'; then host=registry.opentofu.org; fi
 	local cli
-	cli=$(TF_CLI_CONFIG_FILE=/dev/null "$tf" version 2>/dev/null | grep -m1 -E '^(Terraform|OpenTofu) v' | awk '{print $1, $2}')
+	# The whole answer first: a reader that stops early can SIGPIPE the CLI.
+	cli=$(TF_CLI_CONFIG_FILE=/dev/null "$tf" version 2>/dev/null) || cli=""
+	cli=$(awk '/^(Terraform|OpenTofu) v/ { print $1, $2; exit }' <<<"$cli")
+	# OpenTofu's default registry is its own; the suite's provider address follows it.
+	if [[ $cli == OpenTofu* ]]; then host=registry.opentofu.org; fi
 	printf '\n== provider acceptance suite on %s with %s (%s)\n' "$name" "$cli" "$tf"
 	local start=$SECONDS
 	if (cd "$repo/terraform-provider-mkvault" && export SERVER_BIN=$2 TF_ACC_TERRAFORM_PATH=$tf && { [[ -z $host ]] || export TF_ACC_PROVIDER_HOST=$host; } &&
@@ -143,7 +145,8 @@ for p in "${platforms[@]}"; do
 		fi
 		continue
 	fi
-	reported=$("$bin" version 2>/dev/null | head -n1) || reported=""
+	reported=$("$bin" version 2>/dev/null) || reported=""
+	reported=${reported%%$'\n'*}
 	name=$(awk '{sub(/,$/, "", $2); print $1, $2}' <<<"$reported")
 	want=$(expected_version "$p")
 	if [[ $reported != "$want"* ]]; then

@@ -151,3 +151,22 @@ func TestTerraformBinFallsBackToOpenTofu(t *testing.T) {
 		t.Fatalf("a missing TOFU_BIN: %v\n%s", err, stderr)
 	}
 }
+
+// A version answer that goes on after its first line (Terraform's and
+// OpenTofu's do) is read to its end. A reader that stopped at the version
+// line let the CLI die of SIGPIPE, pipefail failed a good binary, and the
+// script went on to build one (2 in 100 runs with the real tofu).
+func TestTerraformBinReadsTheWholeVersionAnswer(t *testing.T) {
+	e := newCLIEnv(t)
+	p := e.cli("terraform", "Terraform v1.11.4")
+	// More than a pipe's buffer after the version line, so that a reader
+	// that leaves early is certain to break the pipe.
+	talkative := "#!/bin/sh\necho 'Terraform v1.11.4'\ni=0\nwhile [ $i -lt 20000 ]; do echo 'on linux_amd64'; i=$((i+1)); done\n"
+	if err := os.WriteFile(p, []byte(talkative), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := e.run("terraform", nil, filepath.Dir(p))
+	if err != nil || out != p+"\n" {
+		t.Fatalf("terraform 1.11 on PATH with a long version answer: %q %v\n%s", out, err, stderr)
+	}
+}

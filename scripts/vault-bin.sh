@@ -28,7 +28,10 @@ log() { printf 'vault-bin: %s\n' "$*" >&2; }
 version_ok() {
 	# $1: path to a vault binary. True when it reports v1.15 or newer.
 	local out major minor
-	out=$("$1" version 2>/dev/null | head -n1) || return 1
+	# The whole answer, then its first line: `| head -n1` could SIGPIPE the
+	# CLI and pipefail would fail a good binary.
+	out=$("$1" version 2>/dev/null) || return 1
+	out=${out%%$'\n'*}
 	if [[ $out =~ Vault\ v([0-9]+)\.([0-9]+) ]]; then
 		major=${BASH_REMATCH[1]}
 		minor=${BASH_REMATCH[2]}
@@ -48,7 +51,7 @@ if [[ -n ${VAULT_BIN:-} ]]; then
 fi
 
 on_line() {
-	[[ -z ${VAULT_LINE:-} ]] || [[ $("$1" version 2>/dev/null | head -n1) == "Vault v${VAULT_LINE}."* ]]
+	[[ -z ${VAULT_LINE:-} ]] || [[ $("$1" version 2>/dev/null) == "Vault v${VAULT_LINE}."* ]]
 }
 
 if [[ -z ${VAULT_BUILD_VERSION:-} ]] && on_path=$(command -v vault 2>/dev/null) && version_ok "$on_path" && on_line "$on_path"; then
