@@ -33,9 +33,8 @@ log() { printf 'terraform-bin: %s\n' "$*" >&2; }
 at_least_1_11() {
 	local out
 	# Read the whole answer before matching: a reader that stops at the first
-	# line can kill the CLI with SIGPIPE, and pipefail then fails a good binary
-	# (2 in 100 runs here). A missing CLI configuration prints a warning
-	# before the version.
+	# line can kill the CLI with SIGPIPE, and pipefail then fails a good
+	# binary. A missing CLI configuration prints a warning before the version.
 	out=$(TF_CLI_CONFIG_FILE=/dev/null "$1" version 2>/dev/null) || return 1
 	out=$(awk '/^(Terraform|OpenTofu) v/ { print; exit }' <<<"$out")
 	[[ $out =~ (Terraform|OpenTofu)\ v([0-9]+)\.([0-9]+) ]] || return 1
