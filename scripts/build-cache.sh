@@ -1,4 +1,4 @@
-# Sourced by vault-bin.sh and prometheus-bin.sh: a binary built once into a
+# Sourced by vault-bin.sh, terraform-bin.sh and prometheus-bin.sh: a binary built once into a
 # cache directory outside the repository and reused later. Builders of one
 # target serialise on a lock file, the binary is moved into place
 # atomically, and the scratch directory is removed however the script ends.
@@ -48,4 +48,36 @@ cleanup() {
 install_built() {
 	cp "$1" "$TARGET.tmp.$$"
 	mv -f "$TARGET.tmp.$$" "$TARGET"
+}
+
+# module_source MODULE@VERSION copies the module's source from the module
+# proxy into $work/src, writable: the module cache is read-only, and the
+# builders edit go.mod.
+module_source() {
+	local src
+	src=$(GOFLAGS=-mod=mod go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[[ -n $src && -d $src ]] || { log "could not download $1"; return 1; }
+	cp -R "$src/." "$work/src"
+	chmod -R u+w "$work/src"
+}
+
+# go_build ARGS... runs `go build -trimpath ARGS...` in $work/src with the
+# module's own go.mod, logging progress every minute.
+go_build() {
+	local start=$SECONDS rc=0
+	(cd "$work/src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath "$@") >&2 &
+	build=$!
+	# Progress from the foreground: a background ticker's sleep would outlive
+	# the script and hold its output open.
+	local next=$((start + 60))
+	while kill -0 "$build" 2>/dev/null; do
+		sleep 1
+		if ((SECONDS >= next)); then
+			log "still compiling... $((SECONDS - start))s"
+			next=$((next + 60))
+		fi
+	done
+	wait "$build" || rc=$?
+	build=""
+	return "$rc"
 }

@@ -62,35 +62,6 @@ from_path() {
 	fi
 }
 
-# module_source MODULE@VERSION: a writable copy of the module's source in $work/src.
-module_source() {
-	local src
-	src=$(GOFLAGS=-mod=mod go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	[[ -n $src && -d $src ]] || { log "could not download $1"; return 1; }
-	cp -R "$src/." "$work/src"
-	chmod -R u+w "$work/src"
-}
-
-# compile OUT PACKAGE VERSION_PACKAGE: build the module in $work/src, with
-# progress, as a release (no "-dev" in its version).
-compile() {
-	local start=$SECONDS
-	(cd "$work/src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X $3.dev=no" -o "$1" "$2") >&2 &
-	build=$!
-	local next=$((start + 60))
-	while kill -0 "$build" 2>/dev/null; do
-		sleep 1
-		if ((SECONDS >= next)); then
-			log "still compiling... $((SECONDS - start))s"
-			next=$((next + 60))
-		fi
-	done
-	wait "$build"
-	local rc=$?
-	build=""
-	return "$rc"
-}
-
 build_terraform() {
 	TARGET="$CACHE_ROOT/terraform-$TERRAFORM_VERSION/terraform"
 	# shellcheck source=build-cache.sh
@@ -106,7 +77,8 @@ build_terraform() {
 	done
 	# A godebug setting a newer Go no longer knows makes go.mod unreadable.
 	(cd "$work/src" && go mod edit -dropgodebug=tlskyber)
-	compile "$work/terraform" . github.com/hashicorp/terraform/version || return 1
+	# A release build: no "-dev" in its version.
+	go_build -ldflags "-s -w -X github.com/hashicorp/terraform/version.dev=no" -o "$work/terraform" . || return 1
 	at_least_1_11 "$work/terraform" || { log "the built terraform does not run"; return 1; }
 	install_built "$work/terraform"
 	log "built $(TF_CLI_CONFIG_FILE=/dev/null "$TARGET" version | head -n1)"
@@ -121,7 +93,7 @@ build_opentofu() {
 	lock_build "OpenTofu $TOFU_VERSION" at_least_1_11
 	log "building OpenTofu $TOFU_VERSION from the Go module proxy (several minutes the first time; cached in $CACHE_ROOT)"
 	module_source "github.com/opentofu/opentofu@$TOFU_VERSION" || return 1
-	compile "$work/tofu" ./cmd/tofu github.com/opentofu/opentofu/version || return 1
+	go_build -ldflags "-s -w -X github.com/opentofu/opentofu/version.dev=no" -o "$work/tofu" ./cmd/tofu || return 1
 	at_least_1_11 "$work/tofu" || { log "the built tofu does not run"; return 1; }
 	install_built "$work/tofu"
 	log "built $(TF_CLI_CONFIG_FILE=/dev/null "$TARGET" version | head -n1)"

@@ -64,12 +64,7 @@ lock_build "Vault $VAULT_VERSION" version_ok
 
 log "building Vault $VAULT_VERSION from the Go module proxy"
 log "this takes about 5-9 minutes on 2 cores the first time; the result is cached in $CACHE_ROOT"
-src=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/vault@$VAULT_VERSION" |
-	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[[ -n $src && -d $src ]] || { log "could not download github.com/hashicorp/vault@$VAULT_VERSION"; exit 1; }
-
-cp -R "$src/." "$work/src"
-chmod -R u+w "$work/src"
+module_source "github.com/hashicorp/vault@$VAULT_VERSION"
 cd "$work/src"
 # The module zip does not contain Vault's nested api/ and sdk/ modules, so the
 # replace directives pointing at them must go; the released modules are used instead.
@@ -79,20 +74,7 @@ log "downloading Vault's dependencies"
 GOFLAGS=-mod=mod go mod download >&2
 log "compiling (progress is quiet; please wait)"
 start=$SECONDS
-GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/vault" . >&2 &
-build=$!
-# Progress every minute from the foreground: a background ticker's sleep
-# would outlive the script and hold its output open.
-next=$((start + 60))
-while kill -0 "$build" 2>/dev/null; do
-	sleep 1
-	if ((SECONDS >= next)); then
-		log "still compiling... $((SECONDS - start))s"
-		next=$((next + 60))
-	fi
-done
-wait "$build"
-build=""
+go_build -ldflags "-s -w" -o "$work/vault" .
 
 version_ok "$work/vault" || { log "the built binary does not run"; exit 1; }
 install_built "$work/vault"
