@@ -22,8 +22,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +39,7 @@ import (
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/leakcheck"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
 )
 
 const (
@@ -149,43 +148,6 @@ func pluginSHA(t *testing.T, path string) string {
 	}
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
-}
-
-// Ports handed out by freePortPair in this test binary, so that parallel
-// tests never get the same one.
-var (
-	portsMu sync.Mutex
-	ports   = map[int]bool{}
-)
-
-// freePortPair finds a loopback port p with p+1 also free (a Vault server's
-// cluster listener takes the next port). Ports come from below Linux's
-// ephemeral range (32768+), where listeners on port 0, such as the
-// stand-ins of parallel tests, never land; otherwise a stand-in could take a
-// port between this check and Vault binding it.
-func freePortPair(t *testing.T) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 500 {
-		port := 20000 + 2*mrand.IntN(6000)
-		if ports[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		ln2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
-		ln.Close()
-		if err == nil {
-			ln2.Close()
-			ports[port] = true
-			return port
-		}
-	}
-	t.Fatal("no free loopback port pair")
-	return 0
 }
 
 // StackOptions tune a Stack.
@@ -363,7 +325,7 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 }
 
 func (s *Stack) newNode(name string) *Node {
-	port := freePortPair(s.t)
+	port := portpair.Free(s.t)
 	n := &Node{Name: name, port: port, Addr: "http://127.0.0.1:" + strconv.Itoa(port), dir: filepath.Join(s.Dir, name)}
 	n.log = filepath.Join(n.dir, "vault.log")
 	// The server and its plugins put go-plugin's unix sockets in TMPDIR;

@@ -19,6 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
 )
 
 // TestObserveRoles is the on-call view through the real CLI and HTTP API:
@@ -133,7 +135,7 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePortPair(t)
+	port := portpair.Free(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
 )
 
 // TestOpenBaoInstallsFromOCIImage is OpenBao's declarative plugin path: the
@@ -135,7 +137,7 @@ func startExpectingFailure(t *testing.T, bin, dir, config string, env ...string)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	port := freePortPair(t)
+	port := portpair.Free(t)
 	cmd := exec.CommandContext(ctx, bin, "server", "-dev", "-dev-root-token-id="+rootToken,
 		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(port), "-config="+cfg)
 	cmd.Env = append([]string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + dir}, env...)

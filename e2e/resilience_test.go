@@ -18,6 +18,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
 )
 
 // pluginPIDs returns the running plugin processes of this stack.
@@ -300,7 +301,7 @@ func pluginRSS(t *testing.T, pid int) int64 {
 // grow beyond noise.
 func TestLoadTenThousandReads(t *testing.T) {
 	t.Parallel()
-	pprofPort := freePortPair(t)
+	pprofPort := portpair.Free(t)
 	pprofAddr := "127.0.0.1:" + strconv.Itoa(pprofPort)
 	s := NewStack(t, StackOptions{PluginEnv: []string{"METAKRAFTWERK_PLUGIN_PPROF_ADDR=" + pprofAddr}})
 	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)

@@ -21,6 +21,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
 )
 
 // The walkthrough's MetaKraftwerk login: the docs' example user.
@@ -71,7 +72,7 @@ func TestWalkthrough(t *testing.T) {
 		pluginDir = "/etc/openbao/plugins"
 	}
 	const example = "PLUGIN_ENV=HTTPS_PROXY=http://proxy.example.com:3128"
-	pprofOld, pprofNew := freePortPair(t), freePortPair(t)
+	pprofOld, pprofNew := portpair.Free(t), portpair.Free(t)
 	installAs := func(version string, pprofPort int) {
 		t.Helper()
 		w.run(install, docs[install],

@@ -21,8 +21,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,6 +45,7 @@ import (
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/leakcheck"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
 )
 
 const (
@@ -125,7 +124,7 @@ func newAccStack(t *testing.T) *accStack {
 	if err := os.WriteFile(filepath.Join(dir, "server.hcl"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := portpair.Free(t)
 	s.addr = "http://127.0.0.1:" + strconv.Itoa(port)
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
@@ -195,25 +194,6 @@ func newAccStack(t *testing.T) *accStack {
 	t.Setenv("TF_CLI_CONFIG_FILE", cliConfig)
 	t.Cleanup(s.scanAll)
 	return s
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 200 {
-		port := 20000 + 2*mrand.IntN(6000)
-		a, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		b, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
-		a.Close()
-		if err == nil {
-			b.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port pair")
-	return 0
 }
 
 func (s *accStack) mustWrite(path string, data map[string]any) {
