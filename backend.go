@@ -42,10 +42,8 @@ type backend struct {
 	now func() time.Time
 	// store is the in-memory state: client, decoded roles, shared tokens.
 	store *memStore
-	// logins coalesces the logins of concurrent readers of one role, and
-	// verifications the checks of concurrent verify-role calls.
-	logins        singleflight.Group
-	verifications singleflight.Group
+	// gate coalesces every login of a role's stored login (gate.go).
+	gate singleflight.Group
 	// loginSeq numbers logins in the order they start, so that an outcome
 	// answered late never overrides one of a login that started after it.
 	loginSeq atomic.Uint64
@@ -112,13 +110,27 @@ func (b *backend) lockRole(name string) (unlock func()) {
 	return l.Unlock
 }
 
+// configChanged drops what was computed from the configuration: the
+// client and every role's state, and when base_url changed (another
+// server, whose verdicts are its own) the login memory too.
+func (b *backend) configChanged(baseURLChanged bool) {
+	b.store.reset()
+	if baseURLChanged {
+		b.store.forgetLogins("")
+	}
+}
+
 // invalidate is called when storage changes underneath this process
 // (replication, standbys that serve reads).
 func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configStorageKey:
-		b.store.reset()
+		// Whether base_url changed is not known here; what a standby
+		// remembers of logins is not used anyway (logins are forwarded).
+		b.configChanged(true)
 	case strings.HasPrefix(key, roleStoragePrefix):
+		// The login memory is keyed by the login, so it outlives this
+		// unless the role is gone.
 		b.store.evict(strings.TrimPrefix(key, roleStoragePrefix))
 	}
 }

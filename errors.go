@@ -37,6 +37,7 @@ type roleError struct {
 func (e *roleError) Unwrap() error { return e.err }
 
 func (e *roleError) Error() string {
+	cause := ownText(e.err)
 	var apiErr *mkclient.APIError
 	var tooShort *errTokenTooShort
 	var waited *errWaitAborted
@@ -61,13 +62,39 @@ func (e *roleError) Error() string {
 		return fmt.Sprintf("gave up after %s waiting for the shared MetaKraftwerk login of role %q: %s",
 			waited.after.Round(time.Millisecond), e.role, describeContextErr(waited.err))
 	case errors.Is(e.err, mkclient.ErrTooManyProjects):
-		return fmt.Sprintf("cannot check the projects of role %q: %s; store the role with %s=false to skip the check", e.role, e.err, fieldVerify)
+		return fmt.Sprintf("cannot check the projects of role %q: %s; store the role with %s=false to skip the check", e.role, cause, fieldVerify)
 	case e.op == opProjects:
-		return fmt.Sprintf("listing the projects of role %q failed: %s", e.role, e.err)
+		return fmt.Sprintf("listing the projects of role %q failed: %s", e.role, cause)
 	case errors.Is(e.err, context.Canceled):
 		return fmt.Sprintf("getting a MetaKraftwerk token for role %q was cancelled", e.role)
 	}
-	return fmt.Sprintf("getting a MetaKraftwerk token for role %q failed: %s", e.role, e.err)
+	return fmt.Sprintf("getting a MetaKraftwerk token for role %q failed: %s", e.role, cause)
+}
+
+// errNotOurs stands in for an error whose text the engine did not write.
+var errNotOurs = errors.New("an unexpected error (its text is not shown)")
+
+// ownText is err when its text is one of the engine's own templates (the
+// client's typed errors and sentinels, the engine's own types), else
+// errNotOurs: a text built elsewhere may quote what an upstream sent.
+func ownText(err error) error {
+	var apiErr *mkclient.APIError
+	var transport *mkclient.TransportError
+	var timeout *errUpstreamTimeout
+	var tooShort *errTokenTooShort
+	var waited *errWaitAborted
+	var missing *errMissingProjects
+	for _, sentinel := range []error{mkclient.ErrMalformedResponse, mkclient.ErrNotAJWT, mkclient.ErrResponseTooLarge,
+		mkclient.ErrTooManyProjects, mkclient.ErrRequest} {
+		if errors.Is(err, sentinel) {
+			return err
+		}
+	}
+	if errors.As(err, &apiErr) || errors.As(err, &transport) || errors.As(err, &timeout) || errors.As(err, &tooShort) ||
+		errors.As(err, &waited) || errors.As(err, &missing) {
+		return err
+	}
+	return errNotOurs
 }
 
 // errUpstreamTimeout is the upstream budget of a request (upstreamBudget)
@@ -107,19 +134,28 @@ type loginRejection struct {
 	at, until time.Time
 	// seq is the start number of the rejected login (backend.loginSeq).
 	seq uint64
+	// early is set when the rejected login was an early retry
+	// (verify-role with retry_now), which is then not allowed again
+	// before until.
+	early bool
 }
 
 func (r *loginRejection) Unwrap() error { return r.err }
 
 func (r *loginRejection) Error() string {
-	return fmt.Sprintf("%s (last tried at %s; no new attempt before %s unless the role is written or rotated)",
+	return fmt.Sprintf("%s (last tried at %s; no new attempt before %s unless the role's email or password is written)",
 		r.err, r.at.UTC().Format(time.RFC3339), r.until.UTC().Format(time.RFC3339))
 }
 
 // refusedVerify is the 429 text of verify-role while r is remembered.
 func (r *loginRejection) refusedVerify(role string) string {
+	if r.early {
+		return fmt.Sprintf("%s; the early retry (retry_now) was rejected too, and verify-role sends no new login before %s so that "+
+			"repeated checks cannot lock the account out. If the password in Vault is wrong, write the role's password",
+			r.err, r.until.UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("%s; verify-role sends no new login before %s so that repeated checks cannot lock the account out. "+
-		"If the account was fixed in MetaKraftwerk, run rotate-role/%s first (it forgets the rejection), then verify-role again; "+
+		"If the account was fixed in MetaKraftwerk, write verify-role/%s with retry_now=true to try once now; "+
 		"if the password in Vault is wrong, write the role's password",
 		r.err, r.until.UTC().Format(time.RFC3339), role)
 }

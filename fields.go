@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -54,6 +55,7 @@ const (
 	fieldSharedTokenExpiresAt = "shared_token_expires_at"
 
 	fieldRetryAfter = "retry_after"
+	fieldRetryNow   = "retry_now"
 
 	fieldVerified        = "verified"
 	fieldMissingProjects = "missing_projects"
@@ -89,6 +91,20 @@ func validateRoleName(name string) string {
 		return fmt.Sprintf("%s: must be at most %d characters, got %d", fieldName, maxRoleNameLen, len(name))
 	case !roleNameRe.MatchString(name):
 		return fmt.Sprintf("%s: %q is not a valid role name; use letters, digits, '-', '_' and '.', starting and ending with a letter or digit", fieldName, name)
+	}
+	return ""
+}
+
+// unsafeText reports the first rune of s that would let a stored text
+// rewrite what a reader sees where it is shown (a terminal, a log, the UI):
+// a control character (NUL, ESC of an ANSI sequence, a newline) or a
+// bidirectional override or isolate (U+202A–U+202E, U+2066–U+2069). It
+// returns a problem naming the rune and where, or "".
+func unsafeText(s string) string {
+	for i, r := range s {
+		if unicode.IsControl(r) || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069') {
+			return fmt.Sprintf("must not contain control characters or bidirectional overrides (U+%04X at byte %d)", r, i)
+		}
 	}
 	return ""
 }

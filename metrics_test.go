@@ -212,7 +212,7 @@ func waitForWaiters(t *testing.T, n int) {
 	for time.Now().Before(deadline) {
 		got := 0
 		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, " [select") && strings.Contains(g, "(*backend).sharedLogin(") {
+			if strings.Contains(g, " [select") && strings.Contains(g, "(*backend).passGate(") {
 				got++
 			}
 		}

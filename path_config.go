@@ -2,6 +2,7 @@ package metakraftwerk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -94,7 +95,8 @@ func getConfig(ctx context.Context, s logical.Storage) (*mkConfig, error) {
 	}
 	cfg := defaultConfig()
 	if err := entry.DecodeJSON(cfg); err != nil {
-		return nil, fmt.Errorf("decoding config: %w", err)
+		// encoding/json's text may quote a byte of the stored entry.
+		return nil, errors.New("decoding config failed: the stored entry is not one this engine wrote")
 	}
 	// An earlier version may have stored a spelling that is no longer
 	// accepted; show the normalised one. The client normalises again and
@@ -239,6 +241,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return nil, err
 	}
+	oldBaseURL := cfg.BaseURL
 	var p problems
 	unknownFields(d, &p)
 	applyConfigFields(cfg, d, &p)
@@ -248,7 +251,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	// Reset whatever storage answered: a put that failed may still have
 	// been applied.
 	err = putConfig(ctx, req.Storage, cfg)
-	b.store.reset()
+	b.configChanged(oldBaseURL != cfg.BaseURL)
 	return nil, err
 }
 
@@ -324,8 +327,10 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.configLock.Lock()
 	defer b.configLock.Unlock()
+	// A stored config that no longer reads is deleted all the same.
+	old, readErr := effectiveConfig(ctx, req.Storage)
 	err := req.Storage.Delete(ctx, configStorageKey)
-	b.store.reset()
+	b.configChanged(readErr != nil || old.BaseURL != mkclient.DefaultBaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -150,9 +147,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	// its own level only after the line crossed the process boundary; a
 	// line per reused hand-out cost about as much as the rest of the read.
 	if !reused && b.Logger().IsDebug() {
+		// Only values the engine owns: the user and token ids are the
+		// upstream's text.
 		b.Logger().Debug("issued access token",
-			"role", name, "user_id", tok.UserID, "token_id", tok.TokenID,
-			"expires_at", expiresAt, "lease_ttl", l.TTL.String(),
+			"role", name, "expires_at", expiresAt, "lease_ttl", l.TTL.String(),
 			"upstream_latency", tok.Latency.String(), "attempts", tok.Attempts)
 	}
 	return resp, nil
@@ -160,19 +158,34 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 
 // credsToken returns the token for one read: what the role's state decides
 // (decide), else a login of this reader's own when the role logged in
-// recently, else a login shared by the role's concurrent readers.
+// recently, else the gate's login, shared by everyone at the gate.
 func (b *backend) credsToken(ctx context.Context, st stamp, state roleState, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (tok *issuedToken, reused bool, err error) {
-	v := decide(state, role, cfg, b.now())
+	req := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, purpose: purposeCreds}
+	key := loginKeyOf(role)
+	v := decide(state, b.store.rejection(name, key, b.now()), role, cfg, b.now())
 	switch {
 	case v.err != nil:
 		return nil, false, v.err
 	case v.token != nil:
 		return v.token, true, nil
 	case v.alone:
-		tok, err = b.attemptLogin(ctx, st, name, role, client, cfg)
+		tok, err = b.attemptLogin(ctx, req, key)
 		return tok, false, err
 	}
-	return b.sharedLogin(ctx, st, name, role, client, cfg)
+	f, err := b.passGate(ctx, req)
+	if err != nil {
+		return nil, false, err
+	}
+	// Without reuse_tokens the flight's token goes to the first reader
+	// that takes it; the others log in themselves, now that it succeeded.
+	if f.tok != nil {
+		first := f.claimed.CompareAndSwap(false, true)
+		if role.ReuseTokens || first {
+			return f.tok, f.reused || !first, nil
+		}
+	}
+	tok, err = b.attemptLogin(ctx, req, key)
+	return tok, false, err
 }
 
 // verdict is what a role's state decides before any login.
@@ -186,127 +199,16 @@ type verdict struct {
 	alone bool
 }
 
-func decide(state roleState, role *roleEntry, cfg *mkConfig, now time.Time) verdict {
+// decide is what the role's state and its remembered rejection (nil when
+// there is none in force) decide for a creds read.
+func decide(state roleState, rejection *loginRejection, role *roleEntry, cfg *mkConfig, now time.Time) verdict {
 	switch {
 	case role.ReuseTokens && reusable(state.token, role, cfg, now):
 		return verdict{token: state.token}
-	case state.rejection != nil && now.Before(state.rejection.until):
-		return verdict{err: state.rejection}
+	case rejection != nil:
+		return verdict{err: rejection}
 	}
 	return verdict{alone: !role.ReuseTokens && now.Sub(state.lastLogin) < loginConfirmedFor}
-}
-
-// sharedFlight is the outcome of a login shared by concurrent readers.
-type sharedFlight struct {
-	// tok is nil when the flight found the role confirmed and made no login.
-	tok    *issuedToken
-	reused bool
-	// claimed is set by the first reader that takes tok.
-	claimed atomic.Bool
-}
-
-// sharedLogin makes one login for all the role's concurrent readers. With
-// reuse_tokens its token is everyone's. Without, it decides for all: a
-// rejection is everyone's error, a success goes to one reader and the
-// others log in themselves. The login outlives the reader that started it,
-// within the configuration's max_upstream_time.
-func (b *backend) sharedLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, bool, error) {
-	start := time.Now()
-	key := name + "\x00" + strconv.FormatUint(st.mark, 10)
-	ch := b.logins.DoChan(key, func() (any, error) {
-		// A flight that ended just before this one began may have settled it.
-		state, _ := b.store.get(name)
-		switch v := decide(state, role, cfg, b.now()); {
-		case v.err != nil:
-			return nil, v.err
-		case v.token != nil:
-			return &sharedFlight{tok: v.token, reused: true}, nil
-		case v.alone:
-			return &sharedFlight{}, nil
-		}
-		// Its own budget, so that running out of it is the same 504 as a
-		// reader's, whichever of the two ends first.
-		lctx, cancel := upstreamBudget(context.WithoutCancel(ctx), cfg)
-		defer cancel()
-		tok, err := b.attemptLogin(lctx, st, name, role, client, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return &sharedFlight{tok: tok}, nil
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, false, res.Err
-		}
-		// The first reader to take the flight's token counts it as its
-		// login; with reuse_tokens the others get it shared.
-		f := res.Val.(*sharedFlight)
-		if f.tok != nil {
-			first := f.claimed.CompareAndSwap(false, true)
-			if role.ReuseTokens || first {
-				return f.tok, f.reused || !first, nil
-			}
-		}
-		tok, err := b.attemptLogin(ctx, st, name, role, client, cfg)
-		return tok, false, err
-	case <-ctx.Done():
-		var timeout *errUpstreamTimeout
-		if errors.As(context.Cause(ctx), &timeout) {
-			return nil, false, &roleError{role: name, op: opLogin, err: &errUpstreamTimeout{budget: timeout.budget, shared: true}}
-		}
-		return nil, false, &roleError{role: name, op: opLogin, err: &errWaitAborted{after: time.Since(start), err: ctx.Err()}}
-	}
-}
-
-// attemptLogin logs in once for a creds read and records the outcome
-// (recordLogin).
-func (b *backend) attemptLogin(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*issuedToken, error) {
-	seq := b.loginSeq.Add(1)
-	tok, err := b.login(ctx, client, name, role, purposeCreds)
-	if err != nil {
-		err = &roleError{role: name, op: opLogin, err: upstreamErr(ctx, err)}
-	}
-	b.recordLogin(st, name, seq, tok, err, role, cfg, true)
-	return tok, err
-}
-
-// recordLogin records a login's outcome for the role, provided the role and
-// configuration it used are still in force: a success (and, when share is
-// set and the role has reuse_tokens, the token, if it is worth sharing), or
-// a failure, a rejection among them remembered for rejected_login_backoff.
-// Outcomes count in the order their logins started (seq), not the order
-// MetaKraftwerk answered them: a rejection is not remembered over the
-// success of a login that started after it, and a success does not end a
-// rejection of a later login.
-func (b *backend) recordLogin(st stamp, name string, seq uint64, tok *issuedToken, err error, role *roleEntry, cfg *mkConfig, share bool) {
-	now := b.now()
-	if err == nil {
-		b.store.update(st, name, func(rs *roleState) {
-			if seq > rs.successSeq {
-				rs.lastLogin, rs.successSeq = now, seq
-			}
-			if rs.rejection != nil && rs.rejection.seq < seq {
-				rs.rejection = nil
-			}
-			if share && role.ReuseTokens && reusable(tok, role, cfg, now) {
-				rs.token = tok
-			}
-		})
-		return
-	}
-	var rejection *loginRejection
-	var apiErr *mkclient.APIError
-	var rerr *roleError
-	if cfg.RejectedLoginBackoff > 0 && errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
-		rejection = &loginRejection{err: rerr, at: now, until: now.Add(cfg.RejectedLoginBackoff), seq: seq}
-	}
-	b.store.update(st, name, func(rs *roleState) {
-		rs.lastError, rs.lastErrorAt = err.Error(), now
-		if rejection != nil && seq > rs.successSeq {
-			rs.rejection = rejection
-		}
-	})
 }
 
 // reusable reports whether tok may be handed out (again) under role's

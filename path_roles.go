@@ -71,13 +71,13 @@ func (r *roleEntry) toResponseData() map[string]any {
 
 // addStatus adds what the engine knows of the role at runtime: never a
 // password or a token, only when and why.
-func addStatus(data map[string]any, state roleState, now time.Time) {
+func addStatus(data map[string]any, state roleState, rejection *loginRejection, now time.Time) {
 	data[fieldLastLoginAt] = formatTime(state.lastLogin)
 	data[fieldLastError] = state.lastError
 	data[fieldLastErrorAt] = formatTime(state.lastErrorAt)
 	var refusedUntil time.Time
-	if r := state.rejection; r != nil && now.Before(r.until) {
-		refusedUntil = r.until
+	if rejection != nil {
+		refusedUntil = rejection.until
 	}
 	data[fieldLoginRefusedUntil] = formatTime(refusedUntil)
 	var sharedID string
@@ -108,7 +108,9 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, e
 	}
 	role := &roleEntry{ReuseMinRemaining: defaultReuseMinRemaining}
 	if err := entry.DecodeJSON(role); err != nil {
-		return nil, fmt.Errorf("decoding role %q: %w", name, err)
+		// encoding/json's text may quote a byte of the stored entry, whose
+		// password is in it.
+		return nil, fmt.Errorf("decoding role %q failed: the stored entry is not one this engine wrote", name)
 	}
 	return role, nil
 }
@@ -325,7 +327,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	}
 	data := role.toResponseData()
 	state, _ := b.store.get(name)
-	addStatus(data, state, b.now())
+	addStatus(data, state, b.store.rejection(name, loginKeyOf(role), b.now()), b.now())
 	return &logical.Response{Data: data}, nil
 }
 
@@ -344,7 +346,8 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	// A write that needs no login is one read-modify-write under the
-	// role's lock.
+	// role's lock. The stamp comes first, for the status a verify records.
+	_, st := b.store.get(name)
 	unlock := b.lockRole(name)
 	existing, err := getRole(ctx, req.Storage, name)
 	if err != nil {
@@ -363,8 +366,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 
 	// A new or changed login is checked first, with no lock held while
 	// MetaKraftwerk answers; it is stored only if no other write landed
-	// meanwhile.
-	if resp, err := b.verifyLogin(ctx, req.Storage, name, role); resp != nil || err != nil {
+	// meanwhile. A write that keeps the stored email and password (new
+	// projects) checks that login, so it goes through the role's gate.
+	keepsLogin := existing != nil && existing.Email == role.Email && existing.Password == role.Password
+	if resp, err := b.verifyLogin(ctx, req.Storage, st, name, role, keepsLogin); resp != nil || err != nil {
 		return resp, err
 	}
 	role.VerifiedAt = b.now().UTC()
@@ -440,15 +445,24 @@ func sameStoredRole(a, b *roleEntry) bool {
 }
 
 // verifyLogin logs in with role's login and checks its projects, for a
-// role write; the 400, 502 or 504 that refuses the write, or nothing.
-func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, name string, role *roleEntry) (*logical.Response, error) {
+// role write; the 400, 429, 502 or 504 that refuses the write, or nothing.
+// A login the role already has (keepsLogin) is checked at the role's gate;
+// a new one, which is not the role's until it is stored, with a login of
+// its own that the login memory does not record.
+func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, name string, role *roleEntry, keepsLogin bool) (*logical.Response, error) {
 	client, cfg, err := b.client(ctx, s)
 	if err != nil {
 		return nil, err
 	}
 	uctx, cancel := upstreamBudget(ctx, cfg)
 	defer cancel()
-	v, err := b.verifyRole(uctx, client, name, role)
+	req := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, purpose: purposeVerify}
+	var v *verification
+	if keepsLogin {
+		v, err = b.verifyRole(uctx, req, role.Projects)
+	} else {
+		v, err = b.verifyNewLogin(uctx, req)
+	}
 	if err == nil && len(v.missing) > 0 {
 		err = &errMissingProjects{role: name, email: role.Email, missing: v.missing}
 	}
@@ -471,7 +485,9 @@ func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string,
 func applyRoleFields(role *roleEntry, create bool, d *framework.FieldData, p *problems) {
 	if v, ok := d.GetOk(fieldEmail); ok {
 		email := strings.TrimSpace(v.(string))
-		if msg := checkEmail(email); msg != "" {
+		if msg := unsafeText(email); msg != "" {
+			p.add(fieldEmail, "%s", msg)
+		} else if msg := checkEmail(email); msg != "" {
 			p.add(fieldEmail, "%s", msg)
 		}
 		role.Email = email
@@ -512,6 +528,8 @@ func applyRoleFields(role *roleEntry, create bool, d *framework.FieldData, p *pr
 		desc := v.(string)
 		if len(desc) > maxDescriptionLen {
 			p.add(fieldDescription, "must be at most %d bytes", maxDescriptionLen)
+		} else if msg := unsafeText(desc); msg != "" {
+			p.add(fieldDescription, "%s", msg)
 		}
 		role.Description = desc
 	}
@@ -553,7 +571,7 @@ func normaliseProjects(in []string, p *problems) []string {
 	}
 	out := make([]string, 0, len(in))
 	seen := make(map[string]bool, len(in))
-	for _, name := range in {
+	for i, name := range in {
 		name = strings.TrimSpace(name)
 		switch {
 		case name == "":
@@ -561,6 +579,9 @@ func normaliseProjects(in []string, p *problems) []string {
 			continue
 		case len(name) > maxProjectNameLen:
 			p.add(fieldProjects, "project name %.40q… is longer than %d bytes", name, maxProjectNameLen)
+			continue
+		case unsafeText(name) != "":
+			p.add(fieldProjects, "entry %d %s", i+1, unsafeText(name))
 			continue
 		}
 		if !seen[name] {
@@ -585,6 +606,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	defer b.lockRole(name)()
 	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
 	b.store.evict(name)
+	b.store.forgetLogins(name)
 	b.metrics.forget(name)
 	if err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)

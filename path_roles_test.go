@@ -132,6 +132,35 @@ func TestRolePartialUpdate(t *testing.T) {
 	}
 }
 
+// A role stored before the checks on control characters and bidirectional
+// overrides existed still reads and mints; the checks refuse new values
+// with the rune and its place, never the value.
+func TestRoleInputHygieneKeepsStoredValues(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	role, _ := getRole(context.Background(), env.storage, "ci")
+	role.Description = "old\x1b[31m \u202eeulav"
+	role.Projects = []string{"LEGACY\u2066"}
+	if err := putRole(context.Background(), env.storage, "ci", role); err != nil {
+		t.Fatal(err)
+	}
+	env.b.store.evict("ci")
+	if got := env.mustRead("roles/ci").Data[fieldDescription]; got != role.Description {
+		t.Fatalf("description %q", got)
+	}
+	env.mustRead("creds/ci")
+	resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldDescription: "new\x1b[31m"})
+	want := "description: must not contain control characters or bidirectional overrides (U+001B at byte 3)"
+	if statusOf(resp, err) != 400 || errorText(resp, err) != want {
+		t.Fatalf("%d %q, want %q", statusOf(resp, err), errorText(resp, err), want)
+	}
+	// A write of other fields keeps the stored values as they are.
+	env.mustWrite("roles/ci", map[string]any{fieldTTL: "5m", fieldVerify: false})
+	if got := env.mustRead("roles/ci").Data; got[fieldDescription] != role.Description {
+		t.Fatalf("after a partial write: %#v", got)
+	}
+}
+
 func TestRoleValidation(t *testing.T) {
 	long := strings.Repeat("a", 200)
 	tests := []struct {
@@ -159,6 +188,14 @@ func TestRoleValidation(t *testing.T) {
 		{"too many projects", "ci", map[string]any{fieldProjects: strings.Repeat("P,", 101) + "Q"}, fieldProjects, false},
 		{"huge project list", "ci", map[string]any{fieldProjects: strings.Repeat("P,", 200000)}, fieldProjects, false},
 		{"huge description", "ci", map[string]any{fieldDescription: strings.Repeat("d", 2000)}, fieldDescription, false},
+		{"NUL in description", "ci", map[string]any{fieldDescription: "ok\x00hidden"}, fieldDescription, false},
+		{"ANSI escape in description", "ci", map[string]any{fieldDescription: "\x1b[2Jowned"}, fieldDescription, false},
+		{"bidi override in description", "ci", map[string]any{fieldDescription: "prod \u202etset"}, fieldDescription, false},
+		{"bidi isolate in description", "ci", map[string]any{fieldDescription: "a\u2066b"}, fieldDescription, false},
+		{"ANSI escape in email", "ci", map[string]any{fieldEmail: "ci\x1b[0m@example.com"}, fieldEmail, false},
+		{"bidi override in email", "ci", map[string]any{fieldEmail: "ci\u202d@example.com"}, fieldEmail, false},
+		{"newline in a project", "ci", map[string]any{fieldProjects: []string{"A", "B\nC"}}, fieldProjects, false},
+		{"bidi override in a project", "ci", map[string]any{fieldProjects: "A,\u2067B"}, fieldProjects, false},
 		{"unknown field", "ci", map[string]any{"passwort": "x"}, "passwort", false},
 		{"name with slash", "a/b", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},
 		{"name with space", "a b", map[string]any{fieldEmail: testEmail, fieldPassword: testPassword}, fieldName, true},
@@ -177,7 +214,12 @@ func TestRoleValidation(t *testing.T) {
 			if msg := resp.Error().Error(); !strings.Contains(msg, tt.field) {
 				t.Errorf("error %q does not name %q", msg, tt.field)
 			}
-			if after := env.mustRead("roles/ci").Data; !reflect.DeepEqual(before, after) {
+			// A write whose verify logs in with the stored login (new
+			// projects) records that login in the role's status.
+			after := env.mustRead("roles/ci").Data
+			delete(before, fieldLastLoginAt)
+			delete(after, fieldLastLoginAt)
+			if !reflect.DeepEqual(before, after) {
 				t.Errorf("role changed by a rejected write:\nbefore %#v\nafter  %#v", before, after)
 			}
 			if tt.create {

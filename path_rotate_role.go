@@ -57,8 +57,7 @@ func (b *backend) pathRotateRoleWrite(ctx context.Context, req *logical.Request,
 		data[fieldTokenID] = tok.TokenID
 		data[fieldExpiresAt] = tok.ExpiresAt.UTC().Format(time.RFC3339)
 	}
-	b.Logger().Info("role rotated: the next creds read logs in afresh",
-		"role", name, "retired_token_id", data[fieldTokenID], "forgot_rejection", old.rejection != nil)
+	b.Logger().Info("role rotated: its shared token is retired", "role", name, "retired", old.token != nil)
 	return &logical.Response{Data: data}, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -22,7 +21,15 @@ func pathVerifyRole(b *backend) []*framework.Path {
 			OperationVerb:   "verify",
 			OperationSuffix: "role",
 		},
-		Fields: map[string]*framework.FieldSchema{fieldName: roleNameField},
+		Fields: map[string]*framework.FieldSchema{
+			fieldName: roleNameField,
+			fieldRetryNow: {
+				Type: framework.TypeBool,
+				Description: "While a rejected login is remembered, log in once anyway, for an account fixed in MetaKraftwerk meanwhile. " +
+					"Allowed once per remembered rejection: if that login is rejected too, the next is refused until rejected_login_backoff has passed.",
+				Default: false,
+			},
+		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback: b.pathVerifyRoleWrite,
@@ -47,19 +54,19 @@ var verifyRoleResponseFields = map[string]*framework.FieldSchema{
 	fieldVerifiedAt:      {Type: framework.TypeString, Required: true, Description: "The role's verified_at after this check, RFC 3339 UTC."},
 }
 
-// pathVerifyRoleWrite checks the stored role now: one login of its own,
-// never handed out, and the projects check; concurrent calls for the role
-// share one check. A passing check stores verified_at and nothing else. A
-// rejected login is remembered like a creds read's, and while a rejection
-// is remembered the check answers 429 without logging in: whoever may call
-// this path must not be able to lock the account out.
+// pathVerifyRoleWrite checks the stored role now: a login at the role's
+// gate, shared with concurrent creds reads and checks, and the projects
+// check. A passing check stores verified_at and nothing else. While a
+// rejection of the login is remembered the check answers 429 without
+// logging in (retry_now lets one login through): whoever may call this path
+// must not be able to lock the account out.
 func (b *backend) pathVerifyRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get(fieldName).(string)
 	if msg := validateRoleName(name); msg != "" {
 		return logical.ErrorResponse(msg), nil
 	}
 	// The stamp comes first: a write after it evicts, and what this check
-	// learns is then not recorded.
+	// learns is then not recorded in the role's status.
 	_, st := b.store.get(name)
 	role, err := getRole(ctx, req.Storage, name)
 	if err != nil {
@@ -76,7 +83,11 @@ func (b *backend) pathVerifyRoleWrite(ctx context.Context, req *logical.Request,
 	// No lock is held while MetaKraftwerk answers.
 	uctx, cancel := upstreamBudget(ctx, cfg)
 	defer cancel()
-	v, err := b.sharedVerify(uctx, st, name, role, client, cfg)
+	// retry_now matters only while a rejection is remembered; otherwise
+	// the check is an ordinary one, sharing the gate's flight.
+	early := d.Get(fieldRetryNow).(bool) && b.store.rejection(name, loginKeyOf(role), b.now()) != nil
+	gr := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, purpose: purposeVerify, early: early}
+	v, err := b.verifyRole(uctx, gr, role.Projects)
 	var rejection *loginRejection
 	switch {
 	case errors.As(err, &rejection):
@@ -90,7 +101,7 @@ func (b *backend) pathVerifyRoleWrite(ctx context.Context, req *logical.Request,
 	var warning string
 	if verified {
 		var stored bool
-		if verifiedAt, stored, err = b.storeVerifiedAt(ctx, req.Storage, name, v.role); err != nil {
+		if verifiedAt, stored, err = b.storeVerifiedAt(ctx, req.Storage, name, role); err != nil {
 			return nil, err
 		}
 		if !stored {
@@ -112,44 +123,6 @@ func (b *backend) pathVerifyRoleWrite(ctx context.Context, req *logical.Request,
 		resp.AddWarning(warning)
 	}
 	return resp, nil
-}
-
-// sharedVerify checks role once for all concurrent callers of verify-role
-// of the role (under the same stamp) and records the login's outcome. It
-// returns the role's remembered rejection instead, without a login, while
-// there is one.
-func (b *backend) sharedVerify(ctx context.Context, st stamp, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (*verification, error) {
-	key := name + "\x00" + strconv.FormatUint(st.mark, 10)
-	ch := b.verifications.DoChan(key, func() (any, error) {
-		// The check outlives a caller that gives up, within that caller's
-		// budget: the others wait for it.
-		vctx := context.WithoutCancel(ctx)
-		if deadline, ok := ctx.Deadline(); ok {
-			var cancel context.CancelFunc
-			vctx, cancel = context.WithDeadlineCause(vctx, deadline, &errUpstreamTimeout{budget: time.Until(deadline)})
-			defer cancel()
-		}
-		state, _ := b.store.get(name)
-		if r := state.rejection; r != nil && b.now().Before(r.until) {
-			return nil, r
-		}
-		v, err := b.verifyRole(vctx, client, name, role)
-		b.recordLogin(st, name, v.seq, v.tok, err, role, cfg, false)
-		return v, err
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*verification), nil
-	case <-ctx.Done():
-		var timeout *errUpstreamTimeout
-		if errors.As(context.Cause(ctx), &timeout) {
-			return nil, &roleError{role: name, op: opLogin, err: timeout}
-		}
-		return nil, &roleError{role: name, op: opLogin, err: ctx.Err()}
-	}
 }
 
 // storeVerifiedAt stores verified_at on the role, provided its login is
@@ -174,10 +147,6 @@ func (b *backend) storeVerifiedAt(ctx context.Context, s logical.Storage, name s
 
 // verification is what one check of a role's login found.
 type verification struct {
-	// role is the role that was checked.
-	role *roleEntry
-	// seq is the login's start number (backend.loginSeq).
-	seq uint64
 	tok *issuedToken
 	// missing lists the role's projects the login cannot use.
 	missing []string
@@ -185,23 +154,51 @@ type verification struct {
 	latency time.Duration
 }
 
-// verifyRole logs in once with role (counted as purpose verify) and, when
-// it names projects, lists which of them the login cannot use. The error
-// is the login's or the listing's; missing projects are not an error here.
-func (b *backend) verifyRole(ctx context.Context, client *mkclient.Client, name string, role *roleEntry) (*verification, error) {
+// verifyRole checks req's login at the role's gate and, when projects are
+// named, lists which of them the login cannot use. The error is the
+// login's (a remembered rejection among them) or the listing's; missing
+// projects are not an error here. A flight that logged in for a creds
+// read serves too: its token is used for the listing, and the login it
+// proved is the same.
+func (b *backend) verifyRole(ctx context.Context, req gateRequest, projects []string) (*verification, error) {
 	start := time.Now()
-	v := &verification{role: role, seq: b.loginSeq.Add(1)}
-	tok, err := b.login(ctx, client, name, role, purposeVerify)
+	f, err := b.passGate(ctx, req)
 	if err != nil {
-		return v, &roleError{role: name, op: opLogin, err: upstreamErr(ctx, err)}
+		return nil, err
 	}
-	v.tok = tok
-	if len(role.Projects) > 0 {
-		projects, err := client.Projects(ctx, tok.AccessToken, role.Projects)
-		if err != nil {
-			return v, &roleError{role: name, op: opProjects, err: upstreamErr(ctx, err)}
+	tok := f.tok
+	if tok == nil {
+		// The flight was a creds read's that found the role confirmed a
+		// moment ago, and made no login.
+		if tok, err = b.attemptLogin(ctx, req, loginKeyOf(req.role)); err != nil {
+			return nil, err
 		}
-		v.missing = missingProjects(role.Projects, projects)
+	}
+	return b.checkProjects(ctx, req, tok, projects, start)
+}
+
+// verifyNewLogin checks a login a role write brings (a new role, or a new
+// email or password) before it is stored: a login of its own, counted in
+// the metrics but not recorded in the login memory or the role's status,
+// which are about the stored login.
+func (b *backend) verifyNewLogin(ctx context.Context, req gateRequest) (*verification, error) {
+	start := time.Now()
+	tok, err := b.login(ctx, req.client, req.name, req.role, req.purpose)
+	if err != nil {
+		return nil, &roleError{role: req.name, op: opLogin, err: upstreamErr(ctx, err)}
+	}
+	return b.checkProjects(ctx, req, tok, req.role.Projects, start)
+}
+
+// checkProjects lists which of projects the login of tok cannot use.
+func (b *backend) checkProjects(ctx context.Context, req gateRequest, tok *issuedToken, projects []string, start time.Time) (*verification, error) {
+	v := &verification{tok: tok}
+	if len(projects) > 0 {
+		listed, err := req.client.Projects(ctx, v.tok.AccessToken, projects)
+		if err != nil {
+			return nil, &roleError{role: req.name, op: opProjects, err: upstreamErr(ctx, err)}
+		}
+		v.missing = missingProjects(projects, listed)
 	}
 	v.latency = time.Since(start)
 	return v, nil
@@ -241,18 +238,19 @@ func sameLogin(a, b *roleEntry) bool {
 const pathVerifyRoleHelpSyn = `Check a role's login now, without minting a token for anyone.`
 
 const pathVerifyRoleHelpDesc = `
-Logs in once with the stored role (a login of its own, never handed out)
-and, when the role names projects, checks that the login can use each.
-Answers verified, user_id, missing_projects and upstream_latency. Concurrent
-calls for one role share one check.
+Logs in once with the stored role and, when the role names projects, checks
+that the login can use each; the token is never handed out by this path.
+Answers verified, user_id, missing_projects and upstream_latency. The login
+goes through the role's gate: concurrent checks and creds reads of the role
+share one login.
 
 A passing check stores verified_at and ends a remembered rejected login; it
 changes nothing else. A failing login is an error (400 when MetaKraftwerk
 rejected it, 502 when it could not be reached, 504 when it did not answer in
-time). A rejected login is remembered as a creds read's is: until
-rejected_login_backoff has passed, verify-role answers 429 with retry_after
-and sends no login, so that repeated checks cannot lock the account out.
-After fixing the account in MetaKraftwerk, run rotate-role/<name> first (it
-forgets the rejection), then verify-role. Logins made here count in the
-metrics with purpose="verify".
+time). A rejected login is remembered for rejected_login_backoff, whichever
+path made it: until then verify-role answers 429 with retry_after and sends
+no login, so that repeated checks cannot lock the account out. After fixing
+the account in MetaKraftwerk, retry_now=true logs in once anyway; if that
+login is rejected too, the next waits out rejected_login_backoff. Logins
+started here count in the metrics with purpose="verify".
 `

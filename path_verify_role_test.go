@@ -59,8 +59,9 @@ func TestVerifyRoleReportsMissingProjects(t *testing.T) {
 }
 
 // A rejected login here is remembered like a creds read's; while it is,
-// verify-role answers 429 without logging in. rotate-role forgets it, so
-// that an operator who fixed the account upstream can check at once.
+// verify-role answers 429 without logging in. retry_now lets one login
+// through, so that an operator who fixed the account upstream can check at
+// once.
 func TestVerifyRoleAndTheRejectionMemory(t *testing.T) {
 	env := newTestBackend(t)
 	env.mustWrite("roles/wrong", map[string]any{fieldEmail: testEmail, fieldPassword: "not-the-password", fieldVerify: false})
@@ -89,8 +90,9 @@ func TestVerifyRoleAndTheRejectionMemory(t *testing.T) {
 	m.absent("metakraftwerk_logins_total", "role=wrong", "purpose=creds", "outcome=rejected")
 	m.expect(1, "metakraftwerk_creds_refused_total", "role=wrong")
 
-	// A creds read's rejection stops verify-role too; after the account is
-	// fixed upstream, rotate-role and then verify-role pass.
+	// A creds read's rejection stops verify-role too, and rotate-role does
+	// not change that; after the account is fixed upstream, verify-role
+	// with retry_now passes.
 	env.createRole("ci", nil)
 	gate := env.gateLogins()
 	_, release := gate.arm(rejectLogin)
@@ -101,8 +103,10 @@ func TestVerifyRoleAndTheRejectionMemory(t *testing.T) {
 	resp, err = env.do(logical.UpdateOperation, "verify-role/ci", nil)
 	assertTooManyRequests(t, resp, err, "ci", 300)
 	env.mustWrite("rotate-role/ci", nil)
-	if got := env.mustWrite("verify-role/ci", nil).Data[fieldVerified]; got != true {
-		t.Fatalf("verify after rotate: %v", got)
+	resp, err = env.do(logical.UpdateOperation, "verify-role/ci", nil)
+	assertTooManyRequests(t, resp, err, "ci", 300)
+	if got := env.mustWrite("verify-role/ci", map[string]any{fieldRetryNow: true}).Data[fieldVerified]; got != true {
+		t.Fatalf("verify with retry_now: %v", got)
 	}
 	if got := env.mustRead("roles/ci").Data[fieldLoginRefusedUntil]; got != "" {
 		t.Errorf("login_refused_until %v after a passing verify", got)
@@ -126,7 +130,7 @@ func assertTooManyRequests(t *testing.T, resp *logical.Response, err error, role
 	if err := json.Unmarshal(resp.Data[logical.HTTPRawBody].([]byte), &body); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("run rotate-role/%s first (it forgets the rejection), then verify-role again", role)
+	want := fmt.Sprintf("write verify-role/%s with retry_now=true to try once now", role)
 	if len(body.Errors) != 1 || !strings.Contains(body.Errors[0], want) || !strings.Contains(body.Errors[0], "MetaKraftwerk rejected the login") {
 		t.Errorf("429 errors %q lack %q", body.Errors, want)
 	}

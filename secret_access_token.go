@@ -29,7 +29,6 @@ func secretAccessToken(b *backend) *framework.Secret {
 // retires it on purpose.
 func (b *backend) secretAccessTokenRevoke(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.Logger().Debug("lease revoked; MetaKraftwerk cannot invalidate the token, it stays valid until it expires",
-		"role", req.Secret.InternalData[fieldRole], "token_id", req.Secret.InternalData[fieldTokenID],
-		"expires_at", req.Secret.InternalData[fieldExpiresAt])
+		"role", req.Secret.InternalData[fieldRole], "expires_at", req.Secret.InternalData[fieldExpiresAt])
 	return nil, nil
 }

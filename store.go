@@ -1,6 +1,7 @@
 package metakraftwerk
 
 import (
+	"crypto/sha256"
 	"sync"
 	"time"
 
@@ -27,6 +28,12 @@ type memStore struct {
 	// evicting role names that were never used costs nothing.
 	floor uint64
 	roles map[string]*roleState
+	// logins is what each role's login has taught the engine about that
+	// login: kept across evictions and resets, since it is about the login
+	// (email and password), not about a version of the role. It is
+	// forgotten only when the role is deleted, when base_url changes, and
+	// by a login that tells otherwise.
+	logins map[string]*loginMemory
 
 	client    *mkclient.Client
 	clientCfg *mkConfig
@@ -52,7 +59,24 @@ type roleState struct {
 	// got it, and lastErrorAt when it failed.
 	lastError   string
 	lastErrorAt time.Time
-	// rejection is a login MetaKraftwerk rejected, remembered for a while.
+}
+
+// loginKey identifies a role's login (email and password) without holding
+// the password a second time.
+type loginKey [sha256.Size]byte
+
+func loginKeyOf(role *roleEntry) loginKey {
+	return sha256.Sum256([]byte(role.Email + "\x00" + role.Password))
+}
+
+// loginMemory is what the engine remembers of one role's login.
+type loginMemory struct {
+	key loginKey
+	// latest is the start number (backend.loginSeq) of the latest login
+	// whose outcome was recorded, successSeq that of the latest success.
+	latest, successSeq uint64
+	// rejection is a login MetaKraftwerk rejected, remembered for
+	// rejected_login_backoff.
 	rejection *loginRejection
 }
 
@@ -63,7 +87,7 @@ type stamp struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{roles: map[string]*roleState{}}
+	return &memStore{roles: map[string]*roleState{}, logins: map[string]*loginMemory{}}
 }
 
 // get returns a copy of what is held for the role, and the stamp under
@@ -111,7 +135,60 @@ func (s *memStore) evict(name string) roleState {
 	return old
 }
 
-// reset drops everything (configuration changed, engine cleaned up).
+// rejection returns the role's remembered rejection of login key that is
+// still in force at now, or nil.
+func (s *memStore) rejection(name string, key loginKey, now time.Time) *loginRejection {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.logins[name]; m != nil && m.key == key && m.rejection != nil && now.Before(m.rejection.until) {
+		return m.rejection
+	}
+	return nil
+}
+
+// recordOutcome records the outcome of the login of key that started as
+// seq: a success (rejection nil) or a rejection. Outcomes count in the
+// order their logins started, not the order MetaKraftwerk answered them: a
+// rejection is not remembered over the success of a login that started
+// after it, and a success does not end a rejection of a later login. An
+// outcome of another login than the one remembered replaces the memory
+// only when it started later.
+func (s *memStore) recordOutcome(name string, key loginKey, seq uint64, rejection *loginRejection) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.logins[name]
+	if m == nil || (m.key != key && seq > m.latest) {
+		m = &loginMemory{key: key}
+		s.logins[name] = m
+	} else if m.key != key {
+		return
+	}
+	m.latest = max(m.latest, seq)
+	switch {
+	case rejection == nil:
+		m.successSeq = max(m.successSeq, seq)
+		if m.rejection != nil && m.rejection.seq < seq {
+			m.rejection = nil
+		}
+	case seq > m.successSeq:
+		m.rejection = rejection
+	}
+}
+
+// forgetLogins drops the login memory of one role (deleted), or of every
+// role when name is "" (base_url changed: another server's verdicts).
+func (s *memStore) forgetLogins(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if name == "" {
+		s.logins = map[string]*loginMemory{}
+		return
+	}
+	delete(s.logins, name)
+}
+
+// reset drops everything but the login memory (configuration changed,
+// engine cleaned up).
 func (s *memStore) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -22,7 +22,7 @@ func ValidateBaseURL(raw string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("is not a valid URL: %v", trimURLErr(err))
+		return "", errNotAURL
 	}
 	switch {
 	case !u.IsAbs() || u.Hostname() == "":
@@ -68,13 +68,9 @@ func bracketedIPv6(host string) bool {
 	return ip != nil && strings.Contains(host[1:end], ":") && (rest == "" || strings.HasPrefix(rest, ":"))
 }
 
-func trimURLErr(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
-}
+// errNotAURL is any url.Parse failure: its text quotes the input, which
+// may hold credentials, and is not repeated.
+var errNotAURL = errors.New("is not a valid URL; give scheme, host, optional port and path, such as https://app.metakraftwerk.com")
 
 func validPort(p string) bool {
 	if len(p) == 0 || len(p) > 5 {

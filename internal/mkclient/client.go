@@ -93,7 +93,9 @@ type Config struct {
 
 // Client talks to one MetaKraftwerk installation. It is safe for concurrent use.
 type Client struct {
-	baseURL   string
+	baseURL string
+	// host is the configured host (and port), the only host an error names.
+	host      string
 	userAgent string
 	rc        *retryablehttp.Client
 	// large holds a token for each body over smallBodyBytes being read or
@@ -157,7 +159,11 @@ func New(cfg Config) (*Client, error) {
 	if ua == "" {
 		ua = userAgent
 	}
-	return &Client{baseURL: baseURL, userAgent: ua, rc: rc, large: make(chan struct{}, largeBodies)}, nil
+	parsed, err := url.Parse(baseURL)
+	if err != nil { // ValidateBaseURL parsed it already
+		return nil, &FieldError{Field: "base_url", Err: errNotAURL}
+	}
+	return &Client{baseURL: baseURL, host: parsed.Host, userAgent: ua, rc: rc, large: make(chan struct{}, largeBodies)}, nil
 }
 
 // Close releases idle connections.
@@ -203,7 +209,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctxErr
 	}
 	if err != nil {
-		return tlsProblem(err) == "", nil
+		return classify(err).Retryable(), nil
 	}
 	return retryableStatus(resp.StatusCode), nil
 }
@@ -238,7 +244,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.baseURL+path, rawBody)
 	if err != nil {
-		return fmt.Errorf("building the %s request: %w", op, err)
+		return fmt.Errorf("%w (%s)", ErrRequest, op)
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -252,8 +258,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 		if resp != nil {
 			resp.Body.Close()
 		}
-		return &TransportError{Op: op, Attempts: attempts, LastStatus: int(stats.lastStatus.Load()),
-			Deadline: ctx.Err() != nil, Err: err}
+		return newTransportError(ctx, op, c.host, attempts, int(stats.lastStatus.Load()), err)
 	}
 	defer resp.Body.Close()
 	data, release, err := c.readBody(ctx, resp.Body)
@@ -261,7 +266,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 		if errors.Is(err, ErrResponseTooLarge) {
 			return fmt.Errorf("%s response from MetaKraftwerk (HTTP %d): %w", op, resp.StatusCode, err)
 		}
-		return &TransportError{Op: op, Attempts: attempts, Deadline: ctx.Err() != nil, Err: fmt.Errorf("reading the response body: %w", err)}
+		return newTransportError(ctx, op, c.host, attempts, 0, err)
 	}
 	defer release()
 	return handle(answer{resp: resp, body: data, attempts: attempts})
@@ -297,8 +302,9 @@ func (c *Client) readBody(ctx context.Context, r io.Reader) (data []byte, releas
 
 // apiError describes an unexpected answer. secret is what the request
 // carried (the password, the bearer token); the error quotes only what is
-// known (decodeError, redirectTarget), and cuts secret out of that too.
-func apiError(op string, a answer, secret string) *APIError {
+// known (decodeError, redirectTarget), and drops a known text that holds
+// secret too.
+func (c *Client) apiError(op string, a answer, secret string) *APIError {
 	e := &APIError{Op: op, StatusCode: a.resp.StatusCode, Attempts: a.attempts}
 	e.Name, e.Message = decodeError(a.body, a.resp.StatusCode, secret)
 	if a.resp.StatusCode >= 300 && a.resp.StatusCode < 400 {
@@ -306,7 +312,7 @@ func apiError(op string, a answer, secret string) *APIError {
 		if a.resp.Request != nil {
 			from = a.resp.Request.URL
 		}
-		e.Location = quote(redirectTarget(a.resp.Header.Get("Location"), from), secret, maxMessageLen)
+		e.Redirect = redirectTarget(a.resp.Header.Get("Location"), from, c.host)
 	}
 	return e
 }
@@ -346,13 +352,13 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 	const op = "login"
 	payload, err := json.Marshal(loginRequest{Email: email, Password: password, Strategy: "local"})
 	if err != nil {
-		return nil, fmt.Errorf("encoding the login request: %w", err)
+		return nil, fmt.Errorf("%w (%s)", ErrRequest, op)
 	}
 	var res *LoginResult
 	err = c.do(ctx, op, http.MethodPost, "/authentication", payload, http.Header{"Content-Type": {"application/json"}},
 		func(a answer) error {
 			if a.resp.StatusCode != http.StatusCreated && a.resp.StatusCode != http.StatusOK {
-				return apiError(op, a, password)
+				return c.apiError(op, a, password)
 			}
 			r, err := decodeLoginResponse(a.body)
 			if err != nil {
@@ -430,7 +436,7 @@ func (c *Client) projectPage(ctx context.Context, accessToken, query string, kee
 	err := c.do(ctx, op, http.MethodGet, "/api/v1/projects"+query, nil, http.Header{"Authorization": {"Bearer " + accessToken}},
 		func(a answer) error {
 			if a.resp.StatusCode != http.StatusOK {
-				return apiError(op, a, accessToken)
+				return c.apiError(op, a, accessToken)
 			}
 			var err error
 			page, err = decodeProjects(a.body, keep)

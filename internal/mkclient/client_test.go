@@ -102,18 +102,30 @@ func TestDecodeError(t *testing.T) {
 	}
 }
 
+// A redirect names the configured host only, whatever the Location says:
+// a host the upstream chose is upstream text, and a hostile one spells
+// the password there (as sent, lower-cased, hex).
 func TestRedirectTarget(t *testing.T) {
 	from, _ := url.Parse("https://mk.example.com/authentication")
-	for loc, want := range map[string]string{
-		"https://sso.example.com/login?email=ci%40example.com&password=p%40ss": "https://sso.example.com",
+	for loc, want := range map[string]RedirectTarget{
+		"https://sso.example.com/login?email=ci%40example.com&password=p%40ss": RedirectElsewhere,
 		"/login?email=ci%40example.com&password=p%40ss":                        "https://mk.example.com",
-		"https://ci:p%40ss@sso.example.com:8443/x":                             "https://sso.example.com:8443",
-		"":            "(no usable Location header)",
-		"http://[::1": "(no usable Location header)",
+		"https://MK.Example.COM:443/x":                                         "https://mk.example.com",
+		"http://mk.example.com/x":                                              "http://mk.example.com",
+		"https://mk.example.com:8443/x":                                        RedirectElsewhere,
+		"https://ci:p%40ss@sso.example.com:8443/x":                             RedirectElsewhere,
+		"https://pa55word.mk.example.com/":                                     RedirectElsewhere,
+		"https://7061353577307264.example/":                                    RedirectElsewhere,
+		"ftp://mk.example.com/":                                                RedirectUnusable,
+		"":                                                                     RedirectUnusable,
+		"http://[::1":                                                          RedirectUnusable,
 	} {
-		if got := redirectTarget(loc, from); got != want {
+		if got := redirectTarget(loc, from, "mk.example.com"); got != want {
 			t.Errorf("redirectTarget(%q) = %q, want %q", loc, got, want)
 		}
+	}
+	if got := redirectTarget("https://[::1]:8200/x", nil, "[::1]:8200"); got != "https://[::1]:8200" {
+		t.Errorf("IPv6 host: %q", got)
 	}
 }
 
@@ -514,7 +526,7 @@ func TestRedirectLocationBounded(t *testing.T) {
 			if err == nil || len(err.Error()) > 1000 {
 				t.Fatalf("error of %d bytes", len(fmt.Sprint(err)))
 			}
-			if size < maxHeaderBytes && (!errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "a redirect to https://elsewhere.example.com (path and query not shown)")) {
+			if size < maxHeaderBytes && (!errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), "a redirect to another host (path and query not shown)")) {
 				t.Fatalf("err = %v", err)
 			}
 			if strings.Contains(err.Error(), "aaa") || strings.Contains(err.Error(), "password=") {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -183,20 +184,45 @@ func decodeError(body []byte, status int, secret string) (name, message string) 
 	return name, message
 }
 
-// redirectTarget is where a redirect points, as scheme and host only: a
-// form-login gateway puts the login into the Location's query.
-func redirectTarget(location string, from *url.URL) string {
+// redirectTarget is where a redirect points, in the engine's words: the
+// configured host, with the target's scheme, when the Location resolves to
+// it; else another host. A form-login gateway puts the login into the
+// Location's query, and a hostile one into its host, so nothing of the
+// Location is repeated.
+func redirectTarget(location string, from *url.URL, host string) RedirectTarget {
 	u, err := url.Parse(strings.TrimSpace(location))
 	if location == "" || err != nil {
-		return "(no usable Location header)"
+		return RedirectUnusable
 	}
 	if from != nil {
 		u = from.ResolveReference(u)
 	}
-	if u.Scheme == "" || u.Host == "" {
-		return "(no usable Location header)"
+	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return RedirectUnusable
 	}
-	return u.Scheme + "://" + u.Host
+	if !sameHost(u, host) {
+		return RedirectElsewhere
+	}
+	return RedirectTarget(u.Scheme + "://" + host)
+}
+
+// sameHost reports whether u points at host (the configured host[:port]),
+// in any letter case and with the scheme's default port spelt out or not.
+func sameHost(u *url.URL, host string) bool {
+	defaultPort := map[string]string{"https": "443", "http": "80"}[u.Scheme]
+	split := func(hostport string) (string, string) {
+		h, p, err := net.SplitHostPort(hostport)
+		if err != nil {
+			h, p = strings.Trim(hostport, "[]"), ""
+		}
+		if p == "" {
+			p = defaultPort
+		}
+		return strings.TrimSuffix(strings.ToLower(h), "."), p
+	}
+	uh, up := split(u.Host)
+	ch, cp := split(host)
+	return uh == ch && up == cp
 }
 
 // decodeLoginResponse reads the top-level accessToken, its claims and the
@@ -525,7 +551,7 @@ func ParseCAPool(pemText string) (*x509.CertPool, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d cannot be parsed: %v", n+1, err)
+			return nil, fmt.Errorf("certificate %d cannot be parsed as an X.509 certificate", n+1)
 		}
 		pool.AddCert(c)
 		n++

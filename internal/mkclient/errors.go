@@ -6,9 +6,22 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 )
+
+// Every text this package puts into an error is one of its own templates
+// filled with values it owns: an operation name, a status code as a
+// number, a count, the configured host, a category below, or a Feathers
+// name or message from a fixed allow-list. No error text of net/http, net,
+// crypto/tls, crypto/x509, net/url or encoding/json is ever rendered: those
+// quote what the upstream sent (a malformed status line, a header, a
+// certificate's names), and an upstream or a proxy in front of it may echo
+// the request, password included, into exactly those places. The Go error
+// stays reachable with errors.Is/As (Unwrap), for decisions, never for text.
 
 // Sentinel errors; match them with errors.Is.
 var (
@@ -20,6 +33,9 @@ var (
 	ErrRedirect = errors.New("redirect refused")
 	// ErrTooManyProjects: the project list is longer than MaxProjects.
 	ErrTooManyProjects = errors.New("too many projects")
+	// ErrRequest: the request could not be built (never seen in practice:
+	// the base URL and the body are the engine's own).
+	ErrRequest = errors.New("the request could not be built")
 )
 
 // FieldError is a Config field that cannot be used.
@@ -48,8 +64,9 @@ type APIError struct {
 	// Message is a known FeathersJS message, the status text when the body
 	// had none, or MessageWithheld.
 	Message string
-	// Location is set for redirects: the target's scheme and host only.
-	Location string
+	// Redirect is set for redirects: where it points, in the engine's
+	// words (RedirectTarget).
+	Redirect RedirectTarget
 	// Attempts is how many requests were made in total.
 	Attempts int
 }
@@ -63,9 +80,9 @@ func (e *APIError) Status() string {
 }
 
 func (e *APIError) Error() string {
-	if e.Location != "" {
+	if e.Redirect != "" {
 		return fmt.Sprintf("MetaKraftwerk answered the %s request with HTTP %d and a redirect to %s (path and query not shown); redirects are not followed so that credentials are never sent elsewhere (check base_url)",
-			e.Op, e.StatusCode, e.Location)
+			e.Op, e.StatusCode, e.Redirect)
 	}
 	s := fmt.Sprintf("MetaKraftwerk answered the %s request with %s: %s", e.Op, e.Status(), e.Message)
 	if e.Attempts > 1 {
@@ -76,7 +93,7 @@ func (e *APIError) Error() string {
 
 // Is lets errors.Is(err, ErrRedirect) match redirect answers.
 func (e *APIError) Is(target error) bool {
-	return target == ErrRedirect && e.Location != ""
+	return target == ErrRedirect && e.Redirect != ""
 }
 
 // Rejected reports whether MetaKraftwerk refused the request itself (bad
@@ -90,10 +107,136 @@ func (e *APIError) Rejected() bool {
 	return false
 }
 
-// TransportError is a failure to get any answer: connection refused, timeout,
-// TLS verification failure, or the caller's deadline while waiting to retry.
+// RedirectTarget is where a redirect points, in the engine's words: the
+// configured host (with the target's scheme, http or https) when the
+// redirect stays on it, else "another host", or that the Location was
+// unusable. A host the upstream names is never repeated: it is upstream
+// text like any other.
+type RedirectTarget string
+
+// The redirect targets other than the configured host.
+const (
+	RedirectElsewhere RedirectTarget = "another host"
+	RedirectUnusable  RedirectTarget = "an unusable Location"
+)
+
+// Failure is why an exchange with MetaKraftwerk gave no usable answer, as
+// an operator can act on it.
+type Failure int
+
+// The failures, from the most to the least specific.
+const (
+	// FailureNetwork is a connection that failed in a way none of the
+	// others names.
+	FailureNetwork Failure = iota
+	FailureTimeout
+	FailureRefused
+	FailureReset
+	FailureDNS
+	FailureTLSUnknownAuthority
+	FailureTLSNameMismatch
+	FailureTLSExpired
+	FailureTLSInvalid
+	FailureTLSHandshake
+	FailureNotTLS
+	FailureNotHTTP
+)
+
+// Failures lists every Failure (for the docs' tests).
+var Failures = []Failure{FailureNetwork, FailureTimeout, FailureRefused, FailureReset, FailureDNS,
+	FailureTLSUnknownAuthority, FailureTLSNameMismatch, FailureTLSExpired, FailureTLSInvalid,
+	FailureTLSHandshake, FailureNotTLS, FailureNotHTTP}
+
+// Describe is the failure in words; host is the configured host.
+func (f Failure) Describe(host string) string {
+	switch f {
+	case FailureTimeout:
+		return "no answer within request_timeout"
+	case FailureRefused:
+		return fmt.Sprintf("the connection to %s was refused", host)
+	case FailureReset:
+		return fmt.Sprintf("the connection to %s was closed or reset before the answer was complete", host)
+	case FailureDNS:
+		return fmt.Sprintf("the name of %s could not be resolved (DNS)", host)
+	case FailureTLSUnknownAuthority:
+		return fmt.Sprintf("the TLS certificate of %s is signed by an unknown authority (set ca_cert to trust a private CA)", host)
+	case FailureTLSNameMismatch:
+		return fmt.Sprintf("the TLS certificate presented is not valid for %s, the host in base_url", host)
+	case FailureTLSExpired:
+		return fmt.Sprintf("the TLS certificate of %s has expired or is not yet valid", host)
+	case FailureTLSInvalid:
+		return fmt.Sprintf("the TLS certificate of %s is invalid", host)
+	case FailureTLSHandshake:
+		return fmt.Sprintf("the TLS handshake with %s failed", host)
+	case FailureNotTLS:
+		return fmt.Sprintf("%s did not answer with TLS (base_url says https; is the server plain http?)", host)
+	case FailureNotHTTP:
+		return fmt.Sprintf("the answer from %s was not valid HTTP", host)
+	}
+	return fmt.Sprintf("a network error on the connection to %s", host)
+}
+
+// Retryable reports whether another attempt may help: configuration errors
+// (TLS) never go away by asking again.
+func (f Failure) Retryable() bool {
+	switch f {
+	case FailureTLSUnknownAuthority, FailureTLSNameMismatch, FailureTLSExpired, FailureTLSInvalid, FailureNotTLS:
+		return false
+	}
+	return true
+}
+
+// classify names the failure behind a transport error. It may look at the
+// error's types and text, since what it returns is one of its own values.
+func classify(err error) Failure {
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verifyErr *tls.CertificateVerificationError
+	var recordErr tls.RecordHeaderError
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &unknownCA):
+		return FailureTLSUnknownAuthority
+	case errors.As(err, &hostErr):
+		return FailureTLSNameMismatch
+	case errors.As(err, &invalid) && (invalid.Reason == x509.Expired):
+		return FailureTLSExpired
+	case errors.As(err, &invalid), errors.As(err, &verifyErr):
+		return FailureTLSInvalid
+	// net/http reports a plain-HTTP answer to a TLS handshake as
+	// ErrSchemeMismatch; other non-TLS answers arrive as a RecordHeaderError.
+	case errors.Is(err, http.ErrSchemeMismatch), errors.As(err, &recordErr):
+		return FailureNotTLS
+	case isTimeout(err):
+		return FailureTimeout
+	case errors.As(err, &dnsErr):
+		return FailureDNS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return FailureRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return FailureReset
+	case errors.As(err, &opErr) && opErr.Op == "remote error", strings.HasPrefix(innermost(err).Error(), "tls: "):
+		// A TLS alert from the server, or the client's own TLS refusal
+		// (no common version or cipher suite).
+		return FailureTLSHandshake
+	case errors.As(err, &opErr):
+		return FailureNetwork
+	}
+	// What is left came with a connection but no parseable answer: net/http's
+	// status line, header, Content-Length, Transfer-Encoding or chunk
+	// errors.
+	return FailureNotHTTP
+}
+
+// TransportError is a failure to get any usable answer: connection refused,
+// timeout, TLS verification failure, an answer that is not HTTP, or the
+// caller's deadline while waiting to retry.
 type TransportError struct {
-	Op       string
+	Op string
+	// Host is the configured host, the only host the text names.
+	Host     string
 	Attempts int
 	// LastStatus is the status of the last answer, if a retryable answer
 	// (429, 5xx) came before the final failure.
@@ -101,12 +244,20 @@ type TransportError struct {
 	// Deadline is set when the caller's context ended the call, rather
 	// than the per-attempt timeout or the network.
 	Deadline bool
-	Err      error
+	// Failure is why, when Deadline is not set.
+	Failure Failure
+	// Err is Go's error, for errors.Is/As; its text is never rendered.
+	Err error
+}
+
+func newTransportError(ctx context.Context, op, host string, attempts, lastStatus int, err error) *TransportError {
+	return &TransportError{Op: op, Host: host, Attempts: attempts, LastStatus: lastStatus,
+		Deadline: ctx.Err() != nil, Failure: classify(err), Err: err}
 }
 
 func (e *TransportError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "could not reach MetaKraftwerk for the %s request", e.Op)
+	fmt.Fprintf(&b, "MetaKraftwerk gave no usable answer to the %s request", e.Op)
 	if e.Attempts > 0 {
 		fmt.Fprintf(&b, " (%d attempt", e.Attempts)
 		if e.Attempts > 1 {
@@ -125,46 +276,21 @@ func (e *TransportError) Error() string {
 		}
 		return b.String()
 	}
-	fmt.Fprintf(&b, ": %s", describeTransportErr(e.Err))
+	fmt.Fprintf(&b, ": %s", e.Failure.Describe(e.Host))
 	return b.String()
 }
 
 func (e *TransportError) Unwrap() error { return e.Err }
 
-func describeTransportErr(err error) string {
-	if problem := tlsProblem(err); problem != "" {
-		return problem + ": " + err.Error()
+// innermost is the last error of err's Unwrap chain.
+func innermost(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err
+		}
+		err = next
 	}
-	if isTimeout(err) {
-		return "timed out (request_timeout): " + err.Error()
-	}
-	return err.Error()
-}
-
-// tlsProblem names a TLS failure that is a configuration error, or returns
-// "" when err is not one. Such failures are never retried: asking again
-// will not help.
-func tlsProblem(err error) string {
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verifyErr *tls.CertificateVerificationError
-	var recordErr tls.RecordHeaderError
-	switch {
-	case errors.As(err, &unknownCA):
-		return "TLS certificate signed by an unknown authority (set ca_cert to trust a private CA)"
-	case errors.As(err, &hostErr):
-		return "TLS certificate does not match the host name in base_url"
-	case errors.As(err, &invalid):
-		return "TLS certificate is invalid"
-	case errors.As(err, &verifyErr):
-		return "TLS certificate verification failed"
-	// net/http reports a plain-HTTP answer to a TLS handshake as
-	// ErrSchemeMismatch; other non-TLS answers arrive as a RecordHeaderError.
-	case errors.Is(err, http.ErrSchemeMismatch), errors.As(err, &recordErr):
-		return "the server did not answer with TLS (base_url says https; is the server plain http?)"
-	}
-	return ""
 }
 
 func isTimeout(err error) bool {
