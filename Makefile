@@ -28,6 +28,9 @@ GO           ?= go
 BIN          := $(CURDIR)/bin
 DIST         ?= $(CURDIR)/dist
 FUZZTIME     ?= 30s
+# make test runs every fuzz target this long beyond its seed corpus; a
+# crash fails it.
+FUZZ_SHORT   ?= 10s
 E2E_TIMEOUT  ?= 25m
 RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 # The server the local stack (demo, up, bench) runs on: vault or openbao.
@@ -84,16 +87,20 @@ e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
 	$(E2E_ENV) E2E_RUN=TestHAClusterFailover scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: test
-test: unit e2e ## unit + end-to-end (what CI runs)
+test: unit fuzz-short e2e ## unit, every fuzz target briefly, end-to-end (what CI runs)
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in . ./internal/mkclient; do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$target ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x $$pkg; \
 	  done; \
 	done
+
+.PHONY: fuzz-short
+fuzz-short: ## every fuzz target for FUZZ_SHORT (10s) each, as make test runs them
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZ_SHORT)
 
 .PHONY: demo
 demo: build ## the guided tour on a local stack (PLATFORM=openbao for OpenBao); tears it down

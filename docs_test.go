@@ -898,6 +898,11 @@ type docQuote struct {
 
 func troubleshootingQuotes(t *testing.T) []docQuote {
 	t.Helper()
+	return troubleshootingQuotesFrom(t, readDoc(t, "docs/troubleshooting.md"))
+}
+
+func troubleshootingQuotesFrom(t testing.TB, doc string) []docQuote {
+	t.Helper()
 	var out []docQuote
 	var h2, h3 string
 	textCol, statusCol := -1, -1
@@ -918,7 +923,7 @@ func troubleshootingQuotes(t *testing.T) []docQuote {
 		}
 		return nil
 	}
-	for _, line := range strings.Split(readDoc(t, "docs/troubleshooting.md"), "\n") {
+	for _, line := range strings.Split(doc, "\n") {
 		switch {
 		case strings.HasPrefix(line, "## "):
 			h2, h3 = line, ""
@@ -983,6 +988,52 @@ func quoteMatches(quote, msg string) bool {
 		parts[i] = regexp.QuoteMeta(parts[i])
 	}
 	return regexp.MustCompile(`^` + strings.Join(parts, `.*`) + `$`).MatchString(msg)
+}
+
+// placeholderPatterns are what a placeholder of docs/troubleshooting.md
+// may stand for in a text the engine emitted: typed values only. The
+// ones not named here (<reason>, <category>, …) stand for another
+// documented text.
+var placeholderPatterns = map[string]string{
+	"<name>": `[A-Za-z0-9][A-Za-z0-9_.-]*`, "<n>": `[0-9]+`, "<m>": `[0-9]+`, "<hex>": `[0-9A-F]{4,6}`,
+	"<status>": `[0-9]{3}`, "<3xx>": `3[0-9]{2}`, "<400, 403 or 422>": `(?:400|403|422)`,
+	"<Name>": `[A-Z][A-Za-z]+`, "<message>": `[A-Za-z0-9 '()-]+`, "<status text>": `[A-Za-z0-9 '()-]+`,
+	"<time>": `[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z`,
+	"<d>":    `[0-9][0-9hmsµn.]*`, "<ttl>": `[0-9][0-9hmsµn.]*`, "<max>": `[0-9][0-9hmsµn.]*`, "<leeway>": `[0-9][0-9hmsµn.]*`,
+	"<host>": `(?:[a-z0-9.-]+|\[[0-9a-f:]+\])(?::[0-9]+)?`, "<scheme>": `https?`, "<step>": `(?:login|list projects)`,
+}
+
+// templates compiles every quote of docs/troubleshooting.md into a pattern
+// whose typed placeholders match only their type.
+func templates(t testing.TB) []*regexp.Regexp {
+	t.Helper()
+	var out []*regexp.Regexp
+	for _, q := range troubleshootingQuotesFrom(t, readDocTB(t, "docs/troubleshooting.md")) {
+		var b strings.Builder
+		last := 0
+		for _, loc := range placeholderRe.FindAllStringIndex(q.text, -1) {
+			b.WriteString(regexp.QuoteMeta(q.text[last:loc[0]]))
+			if p, ok := placeholderPatterns[q.text[loc[0]:loc[1]]]; ok {
+				b.WriteString(p)
+			} else {
+				b.WriteString(`.*`)
+			}
+			last = loc[1]
+		}
+		b.WriteString(regexp.QuoteMeta(q.text[last:]))
+		out = append(out, regexp.MustCompile(`^(?:verify: )?`+b.String()+`$`))
+	}
+	return out
+}
+
+// documented reports whether msg is one of the documented texts.
+func documented(tmpls []*regexp.Regexp, msg string) bool {
+	for _, re := range tmpls {
+		if re.MatchString(msg) {
+			return true
+		}
+	}
+	return false
 }
 
 // The README's policies are the files the demo and the e2e suite write.
@@ -1055,6 +1106,11 @@ func TestDocLinksResolve(t *testing.T) {
 }
 
 func readDoc(t *testing.T, path string) string {
+	t.Helper()
+	return readDocTB(t, path)
+}
+
+func readDocTB(t testing.TB, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

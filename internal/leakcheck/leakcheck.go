@@ -1,14 +1,15 @@
 // Package leakcheck lists the spellings in which a secret can leak, for the
 // tests that prove none does: the secret as it is, and as a careless
 // upstream, a gateway, a log or an encoder re-spells it (URL-encoded,
-// HTML-escaped, JSON-escaped, base64, without its control characters, cut
-// short). A test scans what the engine produced for every form of every
+// HTML-escaped, JSON-escaped, lower- or upper-cased, hex, base64, without
+// its control characters, cut short). A test scans what the engine produced for every form of every
 // secret it used.
 package leakcheck
 
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html"
@@ -47,6 +48,10 @@ func Forms(secret string) []Form {
 			}
 			return r
 		}, secret)},
+		{"lower-cased", strings.ToLower(secret)},
+		{"upper-cased", strings.ToUpper(secret)},
+		{"hex", hex.EncodeToString([]byte(secret))},
+		{"upper-case hex", strings.ToUpper(hex.EncodeToString([]byte(secret)))},
 		{"base64", base64.StdEncoding.EncodeToString([]byte(secret))},
 		{"base64url", base64.URLEncoding.EncodeToString([]byte(secret))},
 		{"base64 without padding", base64.RawStdEncoding.EncodeToString([]byte(secret))},
