@@ -62,8 +62,32 @@ provider: ## build the Terraform provider into bin/ (terraform-provider-mkvault;
 vault: ## print the vault binary used (builds Vault v1.21.0 into a cache the first time)
 	@scripts/vault-bin.sh
 
+# The three modules: the plugin, its release tools, the Terraform provider.
+MODULES := . tools $(PROVIDER)
+
+.PHONY: modules
+modules: ## go mod verify, and go mod tidy changes nothing, in each of the three modules
+	@for m in $(MODULES); do \
+	  echo "== $$m"; \
+	  (cd $$m && $(GO) mod verify && $(GO) mod tidy -diff) || { echo "module $$m: run go mod tidy (or its go.sum does not verify)"; exit 1; }; \
+	done
+
+# govulncheck needs Go's vulnerability database; it is never brought in
+# through the module proxy.
+GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+VULN_DB     ?= https://vuln.go.dev
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck ./... in each module when the vulnerability database is reachable; says plainly when it is not
+	@if ! curl -fsS -m 10 -o /dev/null "$(VULN_DB)/index/db.json.gz" 2>/dev/null; then \
+	  echo "vulncheck: SKIPPED: $(VULN_DB) is not reachable from this machine, so no known vulnerability was looked for."; \
+	  echo "vulncheck: run make vulncheck where it is reachable before a release (SECURITY.md)."; \
+	  exit 0; \
+	fi; \
+	for m in $(MODULES); do echo "== $$m"; (cd $$m && $(GO) run $(GOVULNCHECK) -db "$(VULN_DB)" ./...) || exit 1; done
+
 .PHONY: unit
-unit: ## go vet, gofmt check, unit tests with -race (fuzz seeds, release reproducibility), the tools module's tests
+unit: modules ## go vet, gofmt check, unit tests with -race (fuzz seeds, release reproducibility), the tools module's tests
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
