@@ -136,19 +136,7 @@ func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
 	}
 	t.Cleanup(func() { _ = mk.Close() })
 
-	logs := &syncBuffer{}
-	conf := logical.TestBackendConfig()
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
-	storage := &logical.InmemStorage{}
-	conf.StorageView = storage
-	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.0"}
-	b := newBackend(clock.Now)
-	if err := b.Setup(context.Background(), conf); err != nil {
-		t.Fatal(err)
-	}
-	// As Vault does on unmount; it also closes the client's idle
-	// connections before the stand-in shuts down (cleanups run last first).
-	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	b, storage, logs := setupBackend(t, clock.Now)
 	env := &testEnv{t: t, b: b, storage: storage, reqStorage: storage, logs: logs, mk: mk, clock: clock, mkClock: mkClock,
 		secrets: []string{testPassword, otherPassword}}
 	t.Cleanup(env.assertNoLeaks)
@@ -159,6 +147,26 @@ func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
 	}
 	env.mustWrite("config", config)
 	return env
+}
+
+// setupBackend is a backend on in-memory storage whose log, at trace
+// level, goes to logs; it is cleaned up as Vault does on unmount, which
+// also closes the client's idle connections before a stand-in the test
+// started shuts down (cleanups run last first).
+func setupBackend(t testing.TB, now func() time.Time) (*backend, *logical.InmemStorage, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	conf := logical.TestBackendConfig()
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
+	storage := &logical.InmemStorage{}
+	conf.StorageView = storage
+	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.0"}
+	b := newBackend(now)
+	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	return b, storage, logs
 }
 
 // do runs one request against the backend and records what it produced.

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/hostile"
@@ -211,16 +210,7 @@ type fuzzEnv struct {
 }
 
 func fuzzBackend(t *testing.T) *fuzzEnv {
-	logs := &syncBuffer{}
-	conf := logical.TestBackendConfig()
-	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
-	storage := &logical.InmemStorage{}
-	conf.StorageView = storage
-	b := newBackend(time.Now)
-	if err := b.Setup(context.Background(), conf); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Cleanup(context.Background()) })
+	b, storage, logs := setupBackend(t, time.Now)
 	return &fuzzEnv{t: t, b: b, storage: storage, logs: logs}
 }
 

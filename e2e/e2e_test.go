@@ -289,7 +289,7 @@ func TestUpstreamDownAndBack(t *testing.T) {
 	start := time.Now()
 	_, errOut, err := s.CLI("read", mount+"/creds/team-a-ci")
 	elapsed := time.Since(start)
-	if err == nil || !strings.Contains(errOut, "Code: 502") || !strings.Contains(errOut, "could not reach MetaKraftwerk") ||
+	if err == nil || !strings.Contains(errOut, "Code: 502") || !strings.Contains(errOut, "MetaKraftwerk gave no usable answer to the login request (2 attempts): the connection to "+addr+" was refused") ||
 		!strings.Contains(errOut, `role "team-a-ci"`) {
 		t.Fatalf("upstream down: err %v\n%s", err, errOut)
 	}

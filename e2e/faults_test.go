@@ -49,7 +49,7 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 		warning string
 		minTime time.Duration
 	}{
-		{name: "hang beyond request_timeout", faults: devserver.Faults{Mode: devserver.ModeHang}, want: "timed out (request_timeout)", code: "502"},
+		{name: "hang beyond request_timeout", faults: devserver.Faults{Mode: devserver.ModeHang}, want: "no answer within request_timeout", code: "502"},
 		{name: "500 then success", faults: devserver.Faults{FailNext: 2, FailStatus: 500}, want: "ok"},
 		{name: "502 then success", faults: devserver.Faults{FailNext: 2, FailStatus: 502}, want: "ok"},
 		{name: "503 then success", faults: devserver.Faults{FailNext: 2, FailStatus: 503, RetryAfter: 1}, want: "ok", minTime: 2 * time.Second},
@@ -65,7 +65,7 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 		{name: "JWT without exp", faults: devserver.Faults{Mode: devserver.ModeNoExp}, want: "ok", warning: "no exp claim"},
 		{name: "10 MiB body", faults: devserver.Faults{Mode: devserver.ModeHuge}, want: "exceeds the 1 MiB limit", code: "502"},
 		{name: "redirect to another host", faults: devserver.Faults{Mode: devserver.ModeRedirect, RedirectTo: other.URL},
-			want: `redirect to ` + other.URL + ` (path and query not shown)`, code: "502"},
+			want: `redirect to another host (path and query not shown)`, code: "502"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,7 +104,7 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 		_ = s.MK.Close()
 		start := time.Now()
 		_, errOut, err := s.CLI("read", mount+"/creds/team-a-ci")
-		if err == nil || !strings.Contains(errOut, "connection refused") || !strings.Contains(errOut, "3 attempts") {
+		if err == nil || !strings.Contains(errOut, "(3 attempts): the connection to "+addr+" was refused") {
 			t.Errorf("got %v\n%s", err, errOut)
 		}
 		if time.Since(start) > budget {
@@ -132,7 +132,7 @@ func TestUpstreamFaultMatrix(t *testing.T) {
 
 		s.MustCLI("write", mount+"/config", "base_url=https://localhost:"+port)
 		_, errOut, err = s.CLI("read", mount+"/creds/team-a-ci")
-		if err == nil || !strings.Contains(errOut, "does not match the host name") {
+		if err == nil || !strings.Contains(errOut, "the TLS certificate presented is not valid for localhost:"+port+", the host in base_url") {
 			t.Errorf("name mismatch: %v\n%s", err, errOut)
 		}
 		// https to the plain-HTTP stand-in: a configuration error, no retries.

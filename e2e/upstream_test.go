@@ -55,8 +55,7 @@ func TestUpstreamTextNeverReachesLogsOrAudit(t *testing.T) {
 			s.MustCLI("write", mount+"/roles/echo", "email="+teamAEmail, "password="+pw, "verify=false")
 			_, errOut, _ = s.CLI("read", mount+"/creds/echo")
 			answers = append(answers, errOut, fields(s.MustCLI("read", mount+"/roles/echo"))["last_error"])
-			s.MustCLI("write", "-f", mount+"/rotate-role/echo")
-			_, errOut, _ = s.CLI("write", "-f", mount+"/verify-role/echo")
+			_, errOut, _ = s.CLI("write", mount+"/verify-role/echo", "retry_now=true")
 			answers = append(answers, errOut)
 			for i, a := range answers {
 				if !strings.Contains(a, "(message withheld)") && !strings.Contains(a, "(path and query not shown)") {
@@ -77,8 +76,9 @@ func TestUpstreamTextNeverReachesLogsOrAudit(t *testing.T) {
 
 // TestVerifyRoleRefusesWhileRejected: once a login of a role was rejected,
 // verify-role answers 429 with Retry-After and retry_after and sends no
-// login, whoever calls it and however often. After the account is fixed
-// upstream, rotate-role and then verify-role pass, as the 429 says.
+// login, whoever calls it and however often, and rotate-role does not
+// change that. After the account is fixed upstream, verify-role with
+// retry_now passes, as the 429 says.
 func TestVerifyRoleRefusesWhileRejected(t *testing.T) {
 	t.Parallel()
 	s := NewStack(t, StackOptions{})
@@ -110,7 +110,7 @@ func TestVerifyRoleRefusesWhileRejected(t *testing.T) {
 			}
 			_ = json.Unmarshal(b, &body)
 			retryAfter, header = body.Data["retry_after"].String(), resp.Header.Get("Retry-After")
-			if len(body.Errors) != 1 || !strings.Contains(body.Errors[0], "run rotate-role/team-a-ci first") {
+			if len(body.Errors) != 1 || !strings.Contains(body.Errors[0], "write verify-role/team-a-ci with retry_now=true to try once now") {
 				t.Errorf("429 body: %s", b)
 			}
 		}
@@ -127,10 +127,17 @@ func TestVerifyRoleRefusesWhileRejected(t *testing.T) {
 	}
 	t.Logf("20 verify-role calls on a rejected role: statuses %v, %d login upstream, Retry-After %ss", statuses, logins, header)
 
-	// Fixed upstream (the fault is spent): rotate-role, then verify-role.
+	// Fixed upstream (the fault is spent): rotate-role still answers 429,
+	// verify-role with retry_now logs in once and passes.
 	s.MustCLI("write", "-f", mount+"/rotate-role/team-a-ci")
-	if v := fields(s.MustCLI("write", "-f", mount+"/verify-role/team-a-ci")); v["verified"] != "true" {
-		t.Errorf("verify-role after rotate-role: %v", v)
+	if _, errOut, err := s.CLI("write", "-f", mount+"/verify-role/team-a-ci"); err == nil || !strings.Contains(errOut, "Code: 429") {
+		t.Errorf("verify-role after rotate-role: %v\n%s", err, errOut)
+	}
+	if v := fields(s.MustCLI("write", mount+"/verify-role/team-a-ci", "retry_now=true")); v["verified"] != "true" {
+		t.Errorf("verify-role with retry_now: %v", v)
+	}
+	if n := s.MK.Stats().LoginRequests - before; n != 2 {
+		t.Errorf("%d logins upstream in all, want 2", n)
 	}
 }
 
