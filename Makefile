@@ -40,6 +40,8 @@ PLATFORM     ?= vault
 E2E_PLATFORMS ?=
 
 GPG_KEY_ID   ?=
+# What the release's provenance names as its source: the commit checked out.
+SOURCE_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 export VERSION PLATFORM
 
@@ -171,13 +173,14 @@ release-binaries:
 RELEASE_FILES = $(DIST)/$(PLUGIN)_$(patsubst v%,%,$(VERSION))_* $(DIST)/$(PROVIDER)_$(patsubst v%,%,$(VERSION))_*
 
 .PHONY: release
-release: ## VERSION=vX.Y.Z: plugin and Terraform provider zips for 6 platforms, SHA256SUMS (+ .sig and the public key with GPG_KEY_ID), SBOM into dist/
+release: ## VERSION=vX.Y.Z: plugin and Terraform provider zips for 6 platforms, OCI image, SLSA provenance, SHA256SUMS (+ .sig and the public key with GPG_KEY_ID), SBOM into dist/
 	@rm -rf $(RELEASE_FILES) # this version's files only; other versions in dist/ stay
 	$(MAKE) --no-print-directory release-tools
 	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(RELEASE_PLATFORMS)" PROVIDER_BIN=$(RELEASE_BIN)/provider
 	$(TOOLS)/release package -version $(VERSION) -bin $(RELEASE_BIN) -provider-bin $(RELEASE_BIN)/provider -license $(CURDIR)/LICENSE \
-	  -out $(DIST) -sbom-tool $(TOOLS)/cyclonedx-gomod -gpg-key "$(GPG_KEY_ID)"
-	@cd $(DIST) && ls -1 $(notdir $(RELEASE_FILES)) $$(ls metakraftwerk-release-key.asc 2>/dev/null) && cat $(PLUGIN)_$(patsubst v%,%,$(VERSION))_SHA256SUMS
+	  -out $(DIST) -sbom-tool $(TOOLS)/cyclonedx-gomod -gpg-key "$(GPG_KEY_ID)" \
+	  -source-commit "$(SOURCE_COMMIT)" -go-version "$$($(GO) env GOVERSION)" -plugin-build '$(GO_BUILD)' -provider-build '$(PROVIDER_BUILD)'
+	@cd $(DIST) && ls -1d $(notdir $(RELEASE_FILES)) $$(ls metakraftwerk-release-key.asc 2>/dev/null) && cat $(PLUGIN)_$(patsubst v%,%,$(VERSION))_SHA256SUMS
 
 .PHONY: oci
 oci: ## VERSION=vX.Y.Z: OCI image layout (linux amd64+arm64) for OpenBao's plugin stanza, in dist/

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -35,7 +36,9 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 	// RELEASE_TEST_PLATFORMS=all leaves the platforms to the Makefile.
 	host := runtime.GOOS + "/" + runtime.GOARCH
 	all := os.Getenv("RELEASE_TEST_PLATFORMS") == "all"
-	releaseArgs := []string{"release", "VERSION=" + version}
+	// The copy is not a git checkout: both builds name the repo's commit.
+	commit := strings.TrimSpace(run(t, repo, nil, "git", "rev-parse", "HEAD"))
+	releaseArgs := []string{"release", "VERSION=" + version, "SOURCE_COMMIT=" + commit}
 	if !all {
 		releaseArgs = append(releaseArgs, "RELEASE_PLATFORMS="+host)
 	}
@@ -130,6 +133,8 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 		run(t, repo, operatorEnv, "gpg", "--batch", "--verify", filepath.Join(distA, p+"_SHA256SUMS.sig"), filepath.Join(distA, p+"_SHA256SUMS"))
 	}
 	checkProviderRelease(t, distA, distB, providerPrefix, platforms, readFile(t, filepath.Join(repo, "LICENSE")))
+	checkProvenance(t, distA, prefix, providerPrefix, commit, platforms)
+	run(t, repo, operatorEnv, "gpg", "--batch", "--verify", filepath.Join(distA, prefix+"_provenance.intoto.json.sig"), filepath.Join(distA, prefix+"_provenance.intoto.json"))
 	for _, p := range platforms {
 		if p == host {
 			binDir := filepath.Join(tmp, "make-provider")
@@ -174,6 +179,80 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 				t.Errorf("make build and make release give different %s binaries", p)
 			}
 		}
+	}
+}
+
+// checkProvenance checks the release's SLSA provenance statement: an
+// in-toto Statement v1 of SLSA Provenance v1 whose subjects are exactly
+// the plugin's and the provider's zips and the OCI image index, each with
+// the digest of what dist holds, naming the source commit, the Go
+// toolchain, the build commands and the Makefile's release target as the
+// builder.
+func checkProvenance(t *testing.T, dist, prefix, providerPrefix, commit string, platforms []string) {
+	t.Helper()
+	var st struct {
+		Type          string `json:"_type"`
+		PredicateType string `json:"predicateType"`
+		Subject       []struct {
+			Name   string
+			Digest map[string]string
+		}
+		Predicate struct {
+			BuildDefinition struct {
+				ExternalParameters   map[string]any
+				InternalParameters   map[string]string
+				ResolvedDependencies []struct {
+					URI    string
+					Digest map[string]string
+				}
+			}
+			RunDetails struct {
+				Builder struct{ ID string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dist, prefix+"_provenance.intoto.json"))), &st); err != nil {
+		t.Fatalf("the provenance: %v", err)
+	}
+	if st.Type != "https://in-toto.io/Statement/v1" || st.PredicateType != "https://slsa.dev/provenance/v1" {
+		t.Errorf("statement type %q, predicate type %q", st.Type, st.PredicateType)
+	}
+	want := map[string]string{}
+	for _, p := range platforms {
+		plat := strings.Replace(p, "/", "_", 1)
+		for _, pre := range []string{prefix, providerPrefix} {
+			name := pre + "_" + plat + ".zip"
+			h := sha256.Sum256([]byte(readFile(t, filepath.Join(dist, name))))
+			want[name] = hex.EncodeToString(h[:])
+		}
+	}
+	if contains(platforms, "linux/amd64") || contains(platforms, "linux/arm64") {
+		var index struct{ Manifests []struct{ Digest string } }
+		if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dist, prefix+"_oci", "index.json"))), &index); err != nil || len(index.Manifests) != 1 {
+			t.Fatalf("the OCI layout's index: %v %+v", err, index)
+		}
+		want[prefix+"_oci"] = strings.TrimPrefix(index.Manifests[0].Digest, "sha256:")
+	}
+	got := map[string]string{}
+	for _, s := range st.Subject {
+		got[s.Name] = s.Digest["sha256"]
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the provenance's subjects:\n%v\nwant the release's files:\n%v", got, want)
+	}
+	bd := st.Predicate.BuildDefinition
+	if len(bd.ResolvedDependencies) != 1 || bd.ResolvedDependencies[0].Digest["gitCommit"] != commit ||
+		!strings.HasSuffix(bd.ResolvedDependencies[0].URI, "@"+commit) {
+		t.Errorf("the source: %+v, want commit %s", bd.ResolvedDependencies, commit)
+	}
+	if goVersion := strings.TrimSpace(run(t, dist, nil, "go", "env", "GOVERSION")); bd.InternalParameters["goVersion"] != goVersion {
+		t.Errorf("goVersion %q, want %q", bd.InternalParameters["goVersion"], goVersion)
+	}
+	if !strings.Contains(bd.InternalParameters["pluginBuild"], "-trimpath") || !strings.Contains(bd.InternalParameters["providerBuild"], "-trimpath") {
+		t.Errorf("build commands %v", bd.InternalParameters)
+	}
+	if bd.ExternalParameters["target"] != "make release" || !strings.HasSuffix(st.Predicate.RunDetails.Builder.ID, "/Makefile#release") {
+		t.Errorf("target %v, builder %q", bd.ExternalParameters["target"], st.Predicate.RunDetails.Builder.ID)
 	}
 }
 

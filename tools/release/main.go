@@ -50,14 +50,22 @@ func main() {
 		gpgKey := fs.String("gpg-key", "", "sign SHA256SUMS with this GPG key (empty: no signature)")
 		sbomTool := fs.String("sbom-tool", "cyclonedx-gomod", "the cyclonedx-gomod command")
 		providerBin := fs.String("provider-bin", "", "directory of <os>_<arch>/terraform-provider-mkvault_vX.Y.Z (empty: no provider)")
+		commit := fs.String("source-commit", "", "the source's git commit, for the provenance")
+		goVersion := fs.String("go-version", "", "the Go toolchain (go env GOVERSION), for the provenance")
+		pluginBuild := fs.String("plugin-build", "", "the plugin's build command, for the provenance")
+		providerBuild := fs.String("provider-build", "", "the provider's build command, for the provenance")
 		_ = fs.Parse(args)
 		mustVersion(*version)
+		if !commitRe.MatchString(*commit) || *goVersion == "" || *pluginBuild == "" {
+			log.Fatalf("the provenance needs -source-commit (40 hex digits, got %q), -go-version and -plugin-build", *commit)
+		}
 		err = packageRelease(releaseSpec{version: *version, binDir: *bin, license: *license, out: *out, gpgKey: *gpgKey,
-			sbomTool: *sbomTool, providerBinDir: *providerBin})
+			sbomTool: *sbomTool, providerBinDir: *providerBin,
+			build: buildInfo{sourceCommit: *commit, goVersion: *goVersion, pluginBuild: *pluginBuild, providerBuild: *providerBuild}})
 	case "oci":
 		_ = fs.Parse(args)
 		mustVersion(*version)
-		err = buildOCI(*version, *bin, *out)
+		_, err = buildOCI(*version, *bin, *out)
 	case "check-version":
 		_ = fs.Parse(args)
 		mustVersion(*version)
@@ -76,6 +84,8 @@ func main() {
 		log.Fatal(err)
 	}
 }
+
+var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 func mustVersion(v string) {
 	if !semver.MatchString(v) {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -25,15 +26,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
+// errNoLinux: the binaries hold no Linux one to make an image of.
+var errNoLinux = errors.New("no linux_<arch> binaries")
+
 // buildOCI writes an OCI image layout into out: one image per Linux
 // platform in binDir, each a single layer holding the plugin binary at the
 // image root (where OpenBao's plugin stanza's binary_name looks for it),
 // under one multi-platform index tagged with the version. Times and
-// ownership are fixed, so the same binaries give the same digests.
-func buildOCI(version, binDir, out string) error {
+// ownership are fixed, so the same binaries give the same digests. It
+// returns the index's digest, what OpenBao's plugin stanza pins.
+func buildOCI(version, binDir, out string) (v1.Hash, error) {
 	plats, err := platforms(binDir)
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	n := 0
@@ -44,11 +49,11 @@ func buildOCI(version, binDir, out string) error {
 		}
 		bin, err := os.ReadFile(binaryPath(binDir, p))
 		if err != nil {
-			return err
+			return v1.Hash{}, err
 		}
 		img, err := pluginImage(bin, arch, version)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
+			return v1.Hash{}, fmt.Errorf("%s: %w", p, err)
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 			Add:        img,
@@ -57,18 +62,21 @@ func buildOCI(version, binDir, out string) error {
 		n++
 	}
 	if n == 0 {
-		return fmt.Errorf("no linux_<arch> binaries in %s", binDir)
+		return v1.Hash{}, fmt.Errorf("%w in %s", errNoLinux, binDir)
 	}
 	if err := os.RemoveAll(out); err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	lp, err := layout.Write(out, empty.Index)
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
-	return lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{
+	if err := lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{
 		"org.opencontainers.image.ref.name": version,
-	}))
+	})); err != nil {
+		return v1.Hash{}, err
+	}
+	return idx.Digest()
 }
 
 func pluginImage(bin []byte, arch, version string) (v1.Image, error) {

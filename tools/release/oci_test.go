@@ -26,7 +26,7 @@ func TestOCILayout(t *testing.T) {
 		}
 	}
 	out := filepath.Join(t.TempDir(), "oci")
-	if err := buildOCI("v1.2.3", binDir, out); err != nil {
+	if _, err := buildOCI("v1.2.3", binDir, out); err != nil {
 		t.Fatal(err)
 	}
 	ii, err := layout.ImageIndexFromPath(out)
@@ -78,7 +78,7 @@ func TestOCILayout(t *testing.T) {
 	}
 
 	again := filepath.Join(t.TempDir(), "oci")
-	if err := buildOCI("v1.2.3", binDir, again); err != nil {
+	if _, err := buildOCI("v1.2.3", binDir, again); err != nil {
 		t.Fatal(err)
 	}
 	ii2, _ := layout.ImageIndexFromPath(again)

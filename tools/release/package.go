@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,8 @@ type releaseSpec struct {
 	version, binDir, license, out, gpgKey, sbomTool string
 	// providerBinDir, when set, holds the Terraform provider's binaries.
 	providerBinDir string
+	// build is what the provenance says of the build.
+	build buildInfo
 }
 
 // artifactPrefix is vault-plugin-secrets-metakraftwerk_X.Y.Z, HashiCorp's
@@ -31,8 +34,10 @@ func artifactPrefix(version string) string {
 }
 
 // packageRelease writes, into out: a zip per platform (the binary and
-// LICENSE), the sha256 of each binary, an SBOM, SHA256SUMS over all of
-// them, and its detached signature when a key is named.
+// LICENSE), the sha256 of each binary, an SBOM, the provider's release, an
+// OCI image layout of the Linux binaries, a SLSA provenance statement over
+// the zips and the image, SHA256SUMS over all of the plugin's files, and
+// detached signatures of the sums and the statement when a key is named.
 func packageRelease(r releaseSpec) error {
 	plats, err := platforms(r.binDir)
 	if err != nil {
@@ -76,13 +81,43 @@ func packageRelease(r releaseSpec) error {
 		return err
 	}
 
-	if err := writeSums(r.out, prefix, sums, r.gpgKey); err != nil {
-		return err
+	subjects := map[string]string{}
+	for name, sum := range sums {
+		if strings.HasSuffix(name, ".zip") {
+			subjects[name] = sum
+		}
 	}
 	if r.providerBinDir != "" {
-		if err := packageProvider(r, license); err != nil {
+		providerSums, err := packageProvider(r, license)
+		if err != nil {
 			return err
 		}
+		for name, sum := range providerSums {
+			if strings.HasSuffix(name, ".zip") {
+				subjects[name] = sum
+			}
+		}
+	}
+	digest, err := buildOCI(r.version, r.binDir, filepath.Join(r.out, prefix+"_oci"))
+	switch {
+	case err == nil:
+		subjects[prefix+"_oci"] = digest.Hex
+	case !errors.Is(err, errNoLinux):
+		return err
+	}
+	r.build.platforms = plats
+	statement, err := makeProvenance(r.version, r.build, subjects)
+	if err != nil {
+		return err
+	}
+	if err := writeArtifact(r.out, prefix+"_provenance.intoto.json", statement, sums); err != nil {
+		return err
+	}
+	if err := sign(filepath.Join(r.out, prefix+"_provenance.intoto.json"), r.gpgKey); err != nil {
+		return err
+	}
+	if err := writeSums(r.out, prefix, sums, r.gpgKey); err != nil {
+		return err
 	}
 	return exportKey(r.out, r.gpgKey)
 }
@@ -100,11 +135,12 @@ const providerManifest = `{
 // packageProvider writes the Terraform provider's release in the layout of
 // the registry protocol, which a filesystem_mirror also takes: a zip per
 // platform holding terraform-provider-mkvault_vX.Y.Z (and LICENSE), the
-// manifest, and SHA256SUMS over them with its signature.
-func packageProvider(r releaseSpec, license []byte) error {
+// manifest, and SHA256SUMS over them with its signature. It returns the
+// sums.
+func packageProvider(r releaseSpec, license []byte) (map[string]string, error) {
 	plats, err := platforms(r.providerBinDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	prefix := provider + "_" + strings.TrimPrefix(r.version, "v")
 	sums := map[string]string{}
@@ -112,20 +148,20 @@ func packageProvider(r releaseSpec, license []byte) error {
 		name := providerBinaryName(p, r.version)
 		bin, err := os.ReadFile(filepath.Join(r.providerBinDir, p, name))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		data, err := zipFiles([]zipEntry{{name, bin, 0o755}, {"LICENSE", license, 0o644}})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := writeArtifact(r.out, prefix+"_"+p+".zip", data, sums); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := writeArtifact(r.out, prefix+"_manifest.json", []byte(providerManifest), sums); err != nil {
-		return err
+		return nil, err
 	}
-	return writeSums(r.out, prefix, sums, r.gpgKey)
+	return sums, writeSums(r.out, prefix, sums, r.gpgKey)
 }
 
 // writeSums writes <prefix>_SHA256SUMS over sums and, when gpgKey names a
@@ -144,15 +180,20 @@ func writeSums(out, prefix string, sums map[string]string, gpgKey string) error 
 	if err := os.WriteFile(sumsFile, []byte(all.String()), 0o644); err != nil {
 		return err
 	}
+	return sign(sumsFile, gpgKey)
+}
+
+// sign writes file's detached signature, file.sig, when gpgKey names a key.
+func sign(file, gpgKey string) error {
 	if gpgKey == "" {
 		return nil
 	}
-	sig := sumsFile + ".sig"
+	sig := file + ".sig"
 	_ = os.Remove(sig)
-	cmd := exec.Command("gpg", "--batch", "--yes", "--local-user", gpgKey, "--detach-sign", "--output", sig, sumsFile)
+	cmd := exec.Command("gpg", "--batch", "--yes", "--local-user", gpgKey, "--detach-sign", "--output", sig, file)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("signing %s with GPG key %s: %w", filepath.Base(sumsFile), gpgKey, err)
+		return fmt.Errorf("signing %s with GPG key %s: %w", filepath.Base(file), gpgKey, err)
 	}
 	return nil
 }
