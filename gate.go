@@ -3,6 +3,7 @@ package metakraftwerk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -55,7 +56,9 @@ type gateRequest struct {
 // one it starts. A remembered rejection is the error, without a login.
 func (b *backend) passGate(ctx context.Context, req gateRequest) (*gateFlight, error) {
 	key := loginKeyOf(req.role)
-	flightKey := req.name + "\x00" + string(key[:])
+	// The client stands for the configuration in force: a reader after a
+	// base_url change never joins a login sent to the old one.
+	flightKey := fmt.Sprintf("%s\x00%x\x00%p", req.name, key, req.client)
 	if req.early {
 		// Early retries share a flight of their own, which the rejection
 		// memory lets through once.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
 )
 
 // The doors of the rejection memory: each way a caller can make the engine
@@ -184,5 +186,42 @@ func TestGateCoalescesCredsAndVerify(t *testing.T) {
 	}
 	if n := env.mk.Stats().FailedLogins - before; n != 1 {
 		t.Fatalf("%d failed logins, want 1", n)
+	}
+}
+
+// A login in flight at the old base_url when config changes serves only
+// the readers that began before: a reader after the change logs in at the
+// new server, even while the old login is still held.
+func TestGateFlightsDoNotCrossAConfigChange(t *testing.T) {
+	env := newTestBackend(t)
+	gate := env.gateLogins() // the old base_url: the gated front of the stand-in
+	env.createRole("ci", map[string]any{fieldReuseTokens: true, fieldVerify: false})
+	newMK, err := devserver.Listen("127.0.0.1:0", devserver.Config{Users: []devserver.User{{ID: 7, Email: testEmail, Password: testPassword}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newMK.Close()
+	reached, release := gate.arm(nil)
+	old, oldResult := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	<-reached
+	env.mustWrite("config", map[string]any{fieldBaseURL: newMK.URL})
+	after, afterResult := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	select {
+	case <-after:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader after the change waits for the login held at the old base_url")
+	}
+	resp, err := afterResult()
+	if err != nil || resp.IsError() {
+		t.Fatalf("the reader after the change: %q", errorText(resp, err))
+	}
+	tok := resp.Data[fieldAccessToken].(string)
+	if status, err := devserver.TokenStatus(newMK.URL, tok); err != nil || status != 200 {
+		t.Fatalf("the reader after the change got a token the new server does not accept (%d, %v)", status, err)
+	}
+	release()
+	<-old
+	if resp, err := oldResult(); err != nil || resp.IsError() {
+		t.Fatalf("the held reader: %q", errorText(resp, err))
 	}
 }
