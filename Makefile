@@ -117,12 +117,7 @@ test: unit fuzz-short e2e ## unit, every fuzz target briefly, end-to-end (what C
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for pkg in . ./internal/mkclient; do \
-	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$target ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 20x $$pkg; \
-	  done; \
-	done
+	@GO="$(GO)" scripts/fuzz.sh $(FUZZTIME) . ./internal/mkclient
 
 .PHONY: fuzz-short
 fuzz-short: ## every fuzz target for FUZZ_SHORT (10s) each, as make test runs them
