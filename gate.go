@@ -3,8 +3,9 @@ package metakraftwerk
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
+	"reflect"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,8 @@ func (b *backend) passGate(ctx context.Context, req gateRequest) (*gateFlight, e
 	key := loginKeyOf(req.role)
 	// The client stands for the configuration in force: a reader after a
 	// base_url change never joins a login sent to the old one.
-	flightKey := fmt.Sprintf("%s\x00%x\x00%p", req.name, key, req.client)
+	client := strconv.FormatUint(uint64(reflect.ValueOf(req.client).Pointer()), 16)
+	flightKey := req.name + "\x00" + string(key[:]) + "\x00" + client
 	if req.early {
 		// Early retries share a flight of their own, which the rejection
 		// memory lets through once.
