@@ -668,7 +668,7 @@ func (mp *messageParser) parseFile(f *ast.File) {
 	for _, decl := range f.Decls {
 		fn, _ := decl.(*ast.FuncDecl)
 		inErrorText := fn != nil && ((fn.Name.Name == "Error" && fn.Recv != nil) ||
-			fn.Name.Name == "tlsProblem" || strings.HasPrefix(fn.Name.Name, "describe"))
+			fn.Name.Name == "Describe" || strings.HasPrefix(fn.Name.Name, "describe"))
 		ast.Inspect(decl, func(n ast.Node) bool {
 			switch n := n.(type) {
 			case *ast.KeyValueExpr: // field descriptions are not errors
