@@ -16,31 +16,41 @@ import (
 // and a login must never travel through a proxy in clear text. The returned
 // URL has no trailing slash.
 func ValidateBaseURL(raw string) (string, error) {
+	u, err := parseBaseURL(raw)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// parseBaseURL is ValidateBaseURL's check and normalisation, returning the
+// URL itself (New needs its host as well).
+func parseBaseURL(raw string) (*url.URL, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
-		return "", errors.New("must not be empty")
+		return nil, errors.New("must not be empty")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", errNotAURL
+		return nil, errNotAURL
 	}
 	switch {
 	case !u.IsAbs() || u.Hostname() == "":
-		return "", errors.New("must be an absolute URL such as https://app.metakraftwerk.com")
+		return nil, errors.New("must be an absolute URL such as https://app.metakraftwerk.com")
 	case u.Scheme != "https" && u.Scheme != "http":
-		return "", fmt.Errorf("scheme %q is not supported; use https", u.Scheme)
+		return nil, fmt.Errorf("scheme %q is not supported; use https", u.Scheme)
 	case u.User != nil:
-		return "", errors.New("must not contain credentials")
+		return nil, errors.New("must not contain credentials")
 	case u.RawQuery != "" || u.ForceQuery:
-		return "", errors.New("must not contain a query")
+		return nil, errors.New("must not contain a query")
 	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return "", errors.New("must not contain a fragment")
+		return nil, errors.New("must not contain a fragment")
 	case (strings.ContainsAny(u.Host, "[]") || strings.Contains(u.Hostname(), ":")) && !bracketedIPv6(u.Host):
-		return "", fmt.Errorf("host %q is not valid: an IPv6 address is written in brackets, such as [::1], and brackets are for nothing else", u.Host)
+		return nil, fmt.Errorf("host %q is not valid: an IPv6 address is written in brackets, such as [::1], and brackets are for nothing else", u.Host)
 	case u.Port() != "" && !validPort(u.Port()):
-		return "", fmt.Errorf("port %q is not valid", u.Port())
+		return nil, fmt.Errorf("port %q is not valid", u.Port())
 	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
-		return "", fmt.Errorf("must use https; http is allowed only for loopback hosts (localhost, 127.0.0.0/8, ::1), not %q", u.Hostname())
+		return nil, fmt.Errorf("must use https; http is allowed only for loopback hosts (localhost, 127.0.0.0/8, ::1), not %q", u.Hostname())
 	}
 	host := strings.ToLower(u.Hostname())
 	if IsLoopbackHost(host) {
@@ -53,7 +63,7 @@ func ValidateBaseURL(raw string) (string, error) {
 	} else {
 		u.Host = host
 	}
-	return strings.TrimRight(u.String(), "/"), nil
+	return u, nil
 }
 
 // bracketedIPv6 reports whether host is "[<IPv6 address>]" with an optional

@@ -107,7 +107,7 @@ type Client struct {
 // refuses and on an unusable CA bundle, naming the field; whatever spelling
 // cfg.BaseURL has, the client uses its normalised form.
 func New(cfg Config) (*Client, error) {
-	baseURL, err := ValidateBaseURL(cfg.BaseURL)
+	base, err := parseBaseURL(cfg.BaseURL)
 	if err != nil {
 		return nil, &FieldError{Field: "base_url", Err: err}
 	}
@@ -159,11 +159,8 @@ func New(cfg Config) (*Client, error) {
 	if ua == "" {
 		ua = userAgent
 	}
-	parsed, err := url.Parse(baseURL)
-	if err != nil { // ValidateBaseURL parsed it already
-		return nil, &FieldError{Field: "base_url", Err: errNotAURL}
-	}
-	return &Client{baseURL: baseURL, host: parsed.Host, userAgent: ua, rc: rc, large: make(chan struct{}, largeBodies)}, nil
+	return &Client{baseURL: strings.TrimRight(base.String(), "/"), host: base.Host, userAgent: ua, rc: rc,
+		large: make(chan struct{}, largeBodies)}, nil
 }
 
 // Close releases idle connections.
