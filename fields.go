@@ -2,7 +2,6 @@ package metakraftwerk
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/rolename"
 )
 
 // Field names shared by schemas, responses, storage and tests.
@@ -65,12 +66,7 @@ const (
 // operationPrefix starts every OpenAPI operation id of the engine.
 const operationPrefix = "metakraftwerk"
 
-// maxRoleNameLen bounds role names (they become storage keys and lease paths).
-const maxRoleNameLen = 128
-
-// roleNameRe is Vault's generic name rule: letters, digits, '-', '_' and '.',
-// not starting or ending with a separator.
-var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$`)
+const maxRoleNameLen = rolename.MaxLen
 
 // namePattern captures any role name so that a bad one gets a 400 naming
 // the field instead of Vault's generic "unsupported path".
@@ -89,7 +85,7 @@ func validateRoleName(name string) string {
 	switch {
 	case len(name) > maxRoleNameLen:
 		return fmt.Sprintf("%s: must be at most %d characters, got %d", fieldName, maxRoleNameLen, len(name))
-	case !roleNameRe.MatchString(name):
+	case !rolename.Re.MatchString(name):
 		return fmt.Sprintf("%s: %q is not a valid role name; use letters, digits, '-', '_' and '.', starting and ending with a letter or digit", fieldName, name)
 	}
 	return ""

@@ -52,11 +52,11 @@ func (r *configResource) Metadata(_ context.Context, req resource.MetadataReques
 func (r *configResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	keepInt := []planmodifier.Int64{int64planmodifier.UseStateForUnknown()}
 	keepString := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
-	seconds := func(desc string) schema.Int64Attribute {
-		return schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt, Description: desc}
+	whole := func(desc string) schema.Int64Attribute {
+		return schema.Int64Attribute{Optional: true, Computed: true, PlanModifiers: keepInt, Validators: seconds(), Description: desc}
 	}
 	resp.Schema = schema.Schema{
-		Description: "How the MetaKraftwerk secrets engine reaches MetaKraftwerk (<mount>/config). Attributes left out " +
+		Description: "How the MetaKraftwerk secrets engine reaches MetaKraftwerk (`<mount>/config`). Attributes left out " +
 			"keep the engine's value (its default until set). Destroying it restores the engine's defaults, as " +
 			"`vault delete <mount>/config` does.",
 		Attributes: map[string]schema.Attribute{
@@ -67,11 +67,11 @@ func (r *configResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 				Description: "MetaKraftwerk's host root, https unless loopback."},
 			"ca_cert": schema.StringAttribute{Optional: true, Computed: true, PlanModifiers: keepString,
 				Description: "PEM bundle of CA certificates to trust for MetaKraftwerk instead of the system roots."},
-			"request_timeout":        seconds("Timeout of one upstream attempt, in seconds."),
-			"max_retries":            seconds("Retries of transient upstream failures."),
-			"expiry_leeway":          seconds("How long before the token's exp its lease ends, in seconds."),
-			"rejected_login_backoff": seconds("How long a rejected login is remembered, in seconds; 0 turns it off."),
-			"max_upstream_time":      seconds("The longest one request waits for MetaKraftwerk in all, in seconds."),
+			"request_timeout":        whole("Timeout of one upstream attempt, in seconds."),
+			"max_retries":            whole("Retries of transient upstream failures."),
+			"expiry_leeway":          whole("How long before the token's exp its lease ends, in seconds."),
+			"rejected_login_backoff": whole("How long a rejected login is remembered, in seconds; 0 turns it off."),
+			"max_upstream_time":      whole("The longest one request waits for MetaKraftwerk in all, in seconds."),
 		},
 	}
 }

@@ -57,7 +57,7 @@ func (d *roleDataSource) Metadata(_ context.Context, req datasource.MetadataRequ
 func (d *roleDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
 	attrs := map[string]schema.Attribute{
 		"mount":               schema.StringAttribute{Optional: true, Computed: true, Description: "Where the engine is mounted; default metakraftwerk."},
-		"name":                schema.StringAttribute{Required: true, Description: "The role's name."},
+		"name":                schema.StringAttribute{Required: true, Validators: roleNameValidators(), Description: "The role's name."},
 		"email":               schema.StringAttribute{Computed: true},
 		"projects":            schema.ListAttribute{ElementType: types.StringType, Computed: true},
 		"ttl":                 schema.Int64Attribute{Computed: true, Description: "Seconds."},
