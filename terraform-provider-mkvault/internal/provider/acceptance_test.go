@@ -86,6 +86,27 @@ var jwtRe = regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]
 
 func newAccStack(t *testing.T) *accStack {
 	t.Helper()
+	return newAccStackWith(t, stackOptions{})
+}
+
+// stackOptions set up a stack otherwise than the tests of one resource
+// need it.
+type stackOptions struct {
+	// mount is where the engine is mounted; default metakraftwerk.
+	mount string
+	// empty leaves the engine as `vault secrets enable` leaves it: no
+	// config written (base_url is the SaaS default).
+	empty bool
+	// users are the stand-in's users beside accEmail; their passwords are
+	// secrets the scans look for.
+	users []devserver.User
+}
+
+func newAccStackWith(t *testing.T, opts stackOptions) *accStack {
+	t.Helper()
+	if opts.mount == "" {
+		opts.mount = defaultMount
+	}
 	env := func(name string) string {
 		v := os.Getenv(name)
 		if v == "" {
@@ -97,6 +118,9 @@ func newAccStack(t *testing.T) *accStack {
 	env("TF_ACC_TERRAFORM_PATH")
 	dir := t.TempDir()
 	s := &accStack{t: t, tfDir: filepath.Join(dir, "terraform"), logFile: filepath.Join(dir, "terraform.log"), passwords: []string{accPassword}}
+	for _, u := range opts.users {
+		s.passwords = append(s.passwords, u.Password)
+	}
 	for _, d := range []string{s.tfDir, filepath.Join(dir, "plugins"), filepath.Join(dir, "tmp"), filepath.Join(dir, "home")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -104,7 +128,7 @@ func newAccStack(t *testing.T) *accStack {
 	}
 
 	mk, err := devserver.Listen("127.0.0.1:0", devserver.Config{
-		Users:   []devserver.User{{ID: 7, Email: accEmail, Password: accPassword, Projects: []string{"CI_PROJECT"}}},
+		Users:   append([]devserver.User{{ID: 7, Email: accEmail, Password: accPassword, Projects: []string{"CI_PROJECT"}}}, opts.users...),
 		OnIssue: func(tok string) { s.mu.Lock(); s.tokens = append(s.tokens, tok); s.mu.Unlock() },
 	})
 	if err != nil {
@@ -172,10 +196,12 @@ func newAccStack(t *testing.T) *accStack {
 	sum := sha256.Sum256(plugin)
 	s.mustWrite("sys/plugins/catalog/secret/metakraftwerk", map[string]any{
 		"sha256": hex.EncodeToString(sum[:]), "command": pluginCommand, "version": pluginVersion})
-	if err := s.vault.Sys().Mount("metakraftwerk", &api.MountInput{Type: "metakraftwerk", Config: api.MountConfigInput{PluginVersion: pluginVersion}}); err != nil {
+	if err := s.vault.Sys().Mount(opts.mount, &api.MountInput{Type: "metakraftwerk", Config: api.MountConfigInput{PluginVersion: pluginVersion}}); err != nil {
 		t.Fatal(err)
 	}
-	s.mustWrite("metakraftwerk/config", map[string]any{"base_url": mk.URL})
+	if !opts.empty {
+		s.mustWrite(opts.mount+"/config", map[string]any{"base_url": mk.URL})
+	}
 
 	// The provider falls back to the CLI's variables, as an operator's
 	// shell has them; Terraform's artifacts and logs stay for the scan.

@@ -3,6 +3,12 @@ package provider
 import (
 	"context"
 	"encoding/json"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 
 	"github.com/hashicorp/terraform-plugin-framework/ephemeral"
 	"github.com/hashicorp/terraform-plugin-framework/ephemeral/schema"
@@ -12,6 +18,9 @@ import (
 // leaseKey holds, in the ephemeral resource's private data, the lease to
 // revoke when Terraform closes it.
 const leaseKey = "lease_id"
+
+// roleIDRe is mkvault_role's id: a mount, a slash, a role name.
+var roleIDRe = regexp.MustCompile(`^.+/[^/]+$`)
 
 type credsEphemeralResource struct{ engine *engine }
 
@@ -26,6 +35,7 @@ var (
 type credsModel struct {
 	Mount         types.String `tfsdk:"mount"`
 	Role          types.String `tfsdk:"role"`
+	RoleID        types.String `tfsdk:"role_id"`
 	AccessToken   types.String `tfsdk:"access_token"`
 	ExpiresAt     types.String `tfsdk:"expires_at"`
 	UserID        types.String `tfsdk:"user_id"`
@@ -40,11 +50,21 @@ func (e *credsEphemeralResource) Metadata(_ context.Context, req ephemeral.Metad
 
 func (e *credsEphemeralResource) Schema(_ context.Context, _ ephemeral.SchemaRequest, resp *ephemeral.SchemaResponse) {
 	resp.Schema = schema.Schema{
-		Description: "A MetaKraftwerk access token read from <mount>/creds/<role> for the length of one Terraform run. " +
+		Description: "A MetaKraftwerk access token read from `<mount>/creds/<role>` for the length of one Terraform run. " +
 			"It is never stored in plan or state; its lease is revoked when the run ends (the token itself lives to its exp).",
 		Attributes: map[string]schema.Attribute{
-			"mount":          schema.StringAttribute{Optional: true, Computed: true, Description: "Where the engine is mounted; default metakraftwerk."},
-			"role":           schema.StringAttribute{Required: true, Description: "The role to read a token for."},
+			"role_id": schema.StringAttribute{Optional: true,
+				Description: "The id of the mkvault_role to read a token for (`<mount>/<name>`), instead of mount and role. " +
+					"Give it as `mkvault_role.<name>.id`: the id is unknown until the role exists, so Terraform opens these creds " +
+					"only after the role is created, and the first apply works on an empty engine.",
+				Validators: []validator.String{
+					stringvalidator.ExactlyOneOf(path.MatchRoot("role"), path.MatchRoot("role_id")),
+					stringvalidator.ConflictsWith(path.MatchRoot("mount")),
+					stringvalidator.RegexMatches(roleIDRe, "must be <mount>/<name>, as mkvault_role's id is"),
+				}},
+			"mount": schema.StringAttribute{Optional: true, Computed: true, Description: "Where the engine is mounted; default metakraftwerk. Not with role_id."},
+			"role": schema.StringAttribute{Optional: true, Validators: roleNameValidators(),
+				Description: "The role to read a token for, by name. A role managed in the same configuration is better given as role_id."},
 			"access_token":   schema.StringAttribute{Computed: true, Sensitive: true, Description: "The MetaKraftwerk JWT; send it as Authorization: Bearer."},
 			"expires_at":     schema.StringAttribute{Computed: true, Description: "The token's expiry, RFC 3339."},
 			"user_id":        schema.StringAttribute{Computed: true, Description: "The MetaKraftwerk user id of the login."},
@@ -65,16 +85,23 @@ func (e *credsEphemeralResource) Open(ctx context.Context, req ephemeral.OpenReq
 	if resp.Diagnostics.HasError() || !ready(e.engine, &resp.Diagnostics) {
 		return
 	}
+	role := m.Role.ValueString()
+	if known(m.RoleID) {
+		// role stays as configured (null): it is not computed.
+		i := strings.LastIndex(m.RoleID.ValueString(), "/")
+		m.Mount, role = types.StringValue(m.RoleID.ValueString()[:i]), m.RoleID.ValueString()[i+1:]
+	}
 	if m.Mount.IsNull() {
 		m.Mount = types.StringValue(defaultMount)
 	}
-	secret, err := e.engine.vault.Logical().ReadWithContext(ctx, enginePath(m.Mount.ValueString(), "creds/"+m.Role.ValueString()))
+	p := enginePath(m.Mount.ValueString(), "creds/"+role)
+	secret, err := e.engine.readSecret(ctx, p)
 	switch {
 	case err != nil:
 		resp.Diagnostics.AddError("Cannot read creds", err.Error())
 		return
 	case secret == nil:
-		resp.Diagnostics.AddError("Cannot read creds", "the server answered nothing")
+		resp.Diagnostics.AddError("Cannot read creds", p+" answered 404 and no error text")
 		return
 	}
 	m.AccessToken = types.StringValue(asString(secret.Data["access_token"]))

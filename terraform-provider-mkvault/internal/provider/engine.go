@@ -3,7 +3,9 @@ package provider
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -19,16 +21,41 @@ type engine struct{ vault *api.Client }
 // enginePath joins a mount and the engine's path below it.
 func enginePath(mount, rest string) string { return strings.Trim(mount, "/") + "/" + rest }
 
-// read returns the data at path, or nil when the server answers 404.
+// read returns the data at p, or nil when there is none.
 func (e *engine) read(ctx context.Context, p string) (map[string]any, error) {
-	s, err := e.vault.Logical().ReadWithContext(ctx, p)
+	s, err := e.readSecret(ctx, p)
+	if err != nil || s == nil {
+		return nil, err
+	}
+	return s.Data, nil
+}
+
+// readSecret reads p. A bare 404 (the engine found nothing) is a nil
+// secret; a 404 with the server's own words, such as Vault's "no handler
+// for route" when nothing is mounted there, is an error with those words.
+// The API client's Read turns both into nil, which would hide why.
+func (e *engine) readSecret(ctx context.Context, p string) (*api.Secret, error) {
+	resp, err := e.vault.Logical().ReadRawWithContext(ctx, p)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	var re *api.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusNotFound && !saysSomething(re.Errors) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	if s == nil {
-		return nil, nil
+	return api.ParseSecret(resp.Body)
+}
+
+func saysSomething(texts []string) bool {
+	for _, t := range texts {
+		if strings.TrimSpace(t) != "" {
+			return true
+		}
 	}
-	return s.Data, nil
+	return false
 }
 
 func (e *engine) write(ctx context.Context, p string, data map[string]any) (*api.Secret, error) {

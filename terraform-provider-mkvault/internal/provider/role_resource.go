@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 )
 
@@ -66,34 +68,35 @@ func (r *roleResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	resp.Schema = schema.Schema{
 		Description: "A role of the MetaKraftwerk secrets engine: one MetaKraftwerk login whose tokens Vault hands out " +
-			"at <mount>/creds/<name>. The password is write-only: it is sent to the engine when the role is created and " +
+			"at `<mount>/creds/<name>`. The password is write-only: it is sent to the engine when the role is created and " +
 			"when password_wo_version changes, and is never stored in plan or state.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep,
-				Description: "<mount>/<name>, the import ID."},
+				Description: "`<mount>/<name>`, the import ID."},
 			"mount": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(defaultMount),
 				PlanModifiers: replace, Description: "Where the engine is mounted."},
-			"name": schema.StringAttribute{Required: true, PlanModifiers: replace,
-				Description: "The role's name: letters, digits, '-', '_' and '.'."},
+			"name": schema.StringAttribute{Required: true, PlanModifiers: replace, Validators: roleNameValidators(),
+				Description: "The role's name: " + roleNameDescription + "."},
 			"email": schema.StringAttribute{Required: true,
 				Description: "The MetaKraftwerk user's login email."},
 			"password_wo": schema.StringAttribute{Optional: true, Sensitive: true, WriteOnly: true,
 				Description: "The MetaKraftwerk user's password. Write-only: sent on create and when password_wo_version changes, " +
 					"never stored in plan or state. Changing only this value changes nothing: bump password_wo_version to send it."},
 			"password_wo_version": schema.Int64Attribute{Optional: true,
+				Validators:  []validator.Int64{int64validator.AtLeast(1)},
 				Description: "Change it (and only it) to send password_wo again, e.g. after rotating the password in MetaKraftwerk."},
 			"projects": schema.ListAttribute{ElementType: types.StringType, Optional: true, Computed: true,
 				Default:     listdefault.StaticValue(types.ListValueMust(types.StringType, []attr.Value{})),
 				Description: "MetaKraftwerk projects the login must be able to use (checked when the login is verified)."},
-			"ttl": schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(0),
+			"ttl": schema.Int64Attribute{Optional: true, Computed: true, Validators: seconds(), Default: int64default.StaticInt64(0),
 				Description: "Cap on the lease, in seconds; 0: until the token's expiry less the config's expiry_leeway."},
-			"max_ttl": schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(0),
+			"max_ttl": schema.Int64Attribute{Optional: true, Computed: true, Validators: seconds(), Default: int64default.StaticInt64(0),
 				Description: "Cap on the lease like ttl, in seconds."},
 			"description": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(""),
 				Description: "Free text."},
 			"reuse_tokens": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
 				Description: "Hand the role's current token to further readers instead of logging in for every read."},
-			"reuse_min_remaining": schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(3600),
+			"reuse_min_remaining": schema.Int64Attribute{Optional: true, Computed: true, Validators: seconds(), Default: int64default.StaticInt64(3600),
 				Description: "With reuse_tokens, the least remaining life, in seconds, a token must have to be handed out again."},
 			"verify": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
 				Description: "Log in once (and check projects) when the login changes. Sent on write, not read back."},
@@ -146,22 +149,36 @@ func (r *roleResource) ValidateConfig(ctx context.Context, req resource.Validate
 	}
 }
 
-// ModifyPlan keeps the computed stamps that an update cannot change: a
-// plan shows updated_at as unknown, and password_updated_at and
-// verified_at only when the update sends the password or changes the login.
+// ModifyPlan fails a plan that would have to send password_wo without one
+// (a create, or a password_wo_version change), naming the role; anywhere
+// else a null password is fine, so that a plan needs no secret. It also
+// keeps the computed stamps that an update cannot change: a plan shows
+// updated_at as unknown, and password_updated_at and verified_at only when
+// the update sends the password or changes the login.
 func (r *roleResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
-	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+	if req.Plan.Raw.IsNull() {
 		return
 	}
-	var plan, state roleModel
+	var plan, state, config roleModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
-	if resp.Diagnostics.HasError() {
-		return
+	resp.Diagnostics.Append(req.Config.Get(ctx, &config)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	}
 	imported, diags := req.Private.GetKey(ctx, importedKey)
 	resp.Diagnostics.Append(diags...)
-	sends := sendsPassword(plan, state, imported != nil)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	creates := req.State.Raw.IsNull()
+	sends := creates || sendsPassword(plan, state, imported != nil)
+	if sends && config.PasswordWO.IsNull() {
+		noPassword(&resp.Diagnostics, plan, creates)
+		return
+	}
+	if creates {
+		return
+	}
 	if !sends {
 		plan.PasswordUpdatedAt = state.PasswordUpdatedAt
 	}
@@ -169,6 +186,17 @@ func (r *roleResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRe
 		plan.VerifiedAt = state.VerifiedAt
 	}
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, plan)...)
+}
+
+// noPassword is the error of a plan or apply that must send password_wo
+// and has none.
+func noPassword(diags *diag.Diagnostics, plan roleModel, creates bool) {
+	why := "password_wo_version changed, which sends password_wo"
+	if creates {
+		why = "creating it sends password_wo"
+	}
+	diags.AddAttributeError(path.Root("password_wo"), "No password to send",
+		fmt.Sprintf("role %q: %s, but password_wo is null (is its variable set?)", plan.Name.ValueString(), why))
 }
 
 // sendsPassword reports whether an update from state to plan sends the
@@ -245,8 +273,7 @@ func (r *roleResource) Update(ctx context.Context, req resource.UpdateRequest, r
 	data := roleData(ctx, plan)
 	if sendsPassword(plan, state, imported != nil) {
 		if config.PasswordWO.IsNull() {
-			resp.Diagnostics.AddAttributeError(path.Root("password_wo"), "No password to send",
-				"password_wo_version changed, which sends password_wo, but password_wo is not set")
+			noPassword(&resp.Diagnostics, plan, false)
 			return
 		}
 		data["password"] = config.PasswordWO.ValueString()
