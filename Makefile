@@ -113,7 +113,25 @@ e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
 	$(E2E_ENV) E2E_RUN=TestHAClusterFailover scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: test
-test: unit fuzz-short e2e ## unit, every fuzz target briefly, end-to-end (what CI runs)
+test: unit fuzz-short provider-docs-check e2e ## unit, every fuzz target briefly, the provider's registry docs, end-to-end (what CI runs)
+
+# The provider's registry pages are generated from its schema and examples/
+# by tfplugindocs, which asks a terraform binary for the schema.
+TFPLUGINDOCS := github.com/hashicorp/terraform-plugin-docs/cmd/tfplugindocs@v0.25.0
+PROVIDER_DOCS = tf=$$(scripts/terraform-bin.sh) && cd $(PROVIDER) && PATH="$$(dirname "$$tf"):$$PATH" $(GO) run $(TFPLUGINDOCS)
+
+.PHONY: provider-docs
+provider-docs: ## regenerate terraform-provider-mkvault/docs/, the registry's pages, from the schema and examples/
+	$(PROVIDER_DOCS) generate --provider-name mkvault --rendered-provider-name "mkvault (MetaKraftwerk secrets engine)"
+
+.PHONY: provider-docs-check
+provider-docs-check: provider-docs ## the provider's examples are formatted, its registry docs valid and current (make test)
+	tf=$$(scripts/terraform-bin.sh) && "$$tf" fmt -check -recursive -diff $(PROVIDER)/examples
+	@out=$$($(PROVIDER_DOCS) validate --provider-name mkvault 2>&1) || { echo "$$out"; exit 1; }; echo "tfplugindocs validate: passed"
+	@if [[ -n $$(git status --porcelain -- $(PROVIDER)/docs) ]]; then \
+	  git status --short -- $(PROVIDER)/docs; \
+	  echo "$(PROVIDER)/docs was not current: make provider-docs regenerated it; commit it"; exit 1; \
+	fi
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
