@@ -1036,10 +1036,12 @@ func documented(tmpls []*regexp.Regexp, msg string) bool {
 	return false
 }
 
-// The README's policies are the files the demo and the e2e suite write.
+// The README's policies are the files the demo and the e2e suite write,
+// with the README's $MOUNT where the files say metakraftwerk, below the
+// files' note on the mount.
 func TestReadmePoliciesAreTheBootstrapFiles(t *testing.T) {
 	readme := readDoc(t, "README.md")
-	found := regexp.MustCompile(`(?s)vault policy write ([a-z-]+) - <<'EOF'\n(.*?)\n *EOF\n`).FindAllStringSubmatch(readme, -1)
+	found := regexp.MustCompile(`(?s)vault policy write ([a-z-]+) - <<EOF\n(.*?)\n *EOF\n`).FindAllStringSubmatch(readme, -1)
 	if len(found) < 2 {
 		t.Fatalf("found %d policies in README.md", len(found))
 	}
@@ -1049,7 +1051,12 @@ func TestReadmePoliciesAreTheBootstrapFiles(t *testing.T) {
 			lines = append(lines, strings.TrimPrefix(line, "   "))
 		}
 		file := readDoc(t, filepath.Join("bootstrap", "policies", m[1]+".hcl"))
-		if got := strings.Join(lines, "\n"); got != strings.TrimSpace(file) {
+		note, policy, ok := strings.Cut(file, "\n\n")
+		if !ok || !strings.Contains(note, "At another mount") {
+			t.Errorf("bootstrap/policies/%s.hcl does not start with its note on the mount", m[1])
+		}
+		got := strings.ReplaceAll(strings.Join(lines, "\n"), `path "$MOUNT/`, `path "metakraftwerk/`)
+		if got != strings.TrimSpace(policy) {
 			t.Errorf("README.md's policy %s is not bootstrap/policies/%s.hcl:\n%s", m[1], m[1], got)
 		}
 	}
@@ -1117,4 +1124,22 @@ func readDocTB(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// A fenced block marked `<!-- file: PATH -->` shows the file at PATH as it
+// is, so that the docs show what the tests run.
+func TestDocsShowFilesAsTheyAre(t *testing.T) {
+	marker := regexp.MustCompile("(?s)<!-- file: ([^ ]+) -->\n```[a-z]*\n(.*?)```\n")
+	seen := 0
+	for _, doc := range []string{"README.md", "docs/terraform.md", "docs/operations.md", "docs/install.md"} {
+		for _, m := range marker.FindAllStringSubmatch(readDoc(t, doc), -1) {
+			seen++
+			if want := readDoc(t, m[1]); m[2] != want {
+				t.Errorf("%s shows %s otherwise than the file is", doc, m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no block marked <!-- file: … --> in the docs")
+	}
 }

@@ -178,6 +178,9 @@ type StackOptions struct {
 	// PluginDir, when set, is the servers' plugin_directory, left for the
 	// test to create (with NoInstall).
 	PluginDir string
+	// Mount is where the engine is (or, with NoInstall, will be) mounted;
+	// default metakraftwerk.
+	Mount string
 }
 
 // Node is one Vault server process.
@@ -318,8 +321,8 @@ func NewStack(t *testing.T, opts StackOptions) *Stack {
 	if !opts.NoMount && !opts.NoInstall {
 		s.Version = requiredEnv(t, "PLUGIN_VERSION")
 		s.RegisterPlugin(pluginCommand, s.Version, opts.PluginEnv...)
-		s.MustCLI("secrets", "enable", "-path="+mount, "-plugin-version="+s.Version, pluginName)
-		s.MustCLI("write", mount+"/config", "base_url="+s.MK.URL)
+		s.MustCLI("secrets", "enable", "-path="+s.mount(), "-plugin-version="+s.Version, pluginName)
+		s.MustCLI("write", s.mount()+"/config", "base_url="+s.MK.URL)
 	}
 	return s
 }
@@ -607,10 +610,18 @@ func (s *Stack) APIAt(addr, token string) *vaultapi.Client {
 	return c
 }
 
+// mount is where the engine is mounted.
+func (s *Stack) mount() string {
+	if s.opts.Mount != "" {
+		return s.opts.Mount
+	}
+	return mount
+}
+
 // CreateRole writes a role for one of the stand-in's users.
 func (s *Stack) CreateRole(name, email, password string, extra ...string) {
 	s.t.Helper()
-	args := append([]string{"write", mount + "/roles/" + name, "email=" + email, "password=" + password}, extra...)
+	args := append([]string{"write", s.mount() + "/roles/" + name, "email=" + email, "password=" + password}, extra...)
 	s.MustCLI(args...)
 }
 
@@ -739,7 +750,7 @@ func (s *Stack) readCredsOnce(c *vaultapi.Client, role string) error {
 
 // ReadCreds reads creds through the HTTP API and records the token.
 func (s *Stack) ReadCreds(c *vaultapi.Client, role string) (*vaultapi.Secret, error) {
-	sec, err := c.Logical().Read(mount + "/creds/" + role)
+	sec, err := c.Logical().Read(s.mount() + "/creds/" + role)
 	if err == nil && sec != nil {
 		if tok, ok := sec.Data["access_token"].(string); ok {
 			s.mu.Lock()
@@ -765,7 +776,7 @@ func (s *Stack) nodeLogs() string {
 func (s *Stack) leaseIDs(role string, flags ...string) []string {
 	s.t.Helper()
 	args := append([]string{"list", "-format=json"}, flags...)
-	out, _, err := s.CLI(append(args, "sys/leases/lookup/"+mount+"/creds/"+role)...)
+	out, _, err := s.CLI(append(args, "sys/leases/lookup/"+s.mount()+"/creds/"+role)...)
 	if err != nil { // a prefix without leases is a 404
 		return nil
 	}

@@ -42,10 +42,15 @@ const (
 // with a throwaway key (RELEASE_DIR, built by scripts/e2e.sh), verified
 // with only the key file the release carries.
 //
+// The engine is mounted at a path other than the default, as the enable
+// block's MOUNT lets an operator choose; the later blocks find MOUNT in the
+// environment, as they would in the operator's shell.
+//
 // Only these declared values are substituted: the plugin directory, the
-// plugin's environment (a pprof address instead of the example proxy, so
-// that the test sees the variable reach the plugin process), the version
-// for the second install and the rollback, the platform in the zip names,
+// mount, the plugin's environment for the second install (a pprof address,
+// so that the test sees the variable reach the plugin process; the first
+// install runs with it empty, as written), the version for the second
+// install and the rollback, the platform in the zip names,
 // MetaKraftwerk's address (a stand-in over TLS whose CA is the docs'
 // ca.pem), and on OpenBao `vault` meaning `bao`, as install.md says.
 func TestWalkthrough(t *testing.T) {
@@ -71,36 +76,34 @@ func TestWalkthrough(t *testing.T) {
 	if s.Platform.OpenBao {
 		pluginDir = "/etc/openbao/plugins"
 	}
-	const example = "PLUGIN_ENV=HTTPS_PROXY=http://proxy.example.com:3128"
-	pprofOld, pprofNew := portpair.Free(t), portpair.Free(t)
-	installAs := func(version string, pprofPort int) {
+	pprofNew := portpair.Free(t)
+	installAs := func(version string, env ...sub) {
 		t.Helper()
-		w.run(install, docs[install],
+		w.run(install, docs[install], append(env,
 			sub{"PLUGIN_DIR=" + pluginDir, "PLUGIN_DIR=" + s.PluginDir},
-			sub{example, fmt.Sprintf("PLUGIN_ENV=METAKRAFTWERK_PLUGIN_PPROF_ADDR=127.0.0.1:%d", pprofPort)},
 			sub{"V=0.3.0", "V=" + version},
-			w.platform())
+			w.platform())...)
 	}
 
-	// Install and enable v0.3.0; its environment reaches the plugin.
-	installAs("0.3.0", pprofOld)
+	// Install and enable v0.3.0 as written: no environment for the plugin.
+	installAs("0.3.0")
 	if _, err := os.Stat(filepath.Join(s.PluginDir, "vault-plugin-secrets-metakraftwerk-v0.3.0")); err != nil {
 		t.Fatalf("the install did not put the binary into the plugin directory: %v", err)
 	}
-	w.run(enable, docs[enable])
-	s.MustCLI("read", mount+"/config")
-	w.waitPprof(pprofOld, "v0.3.0, registered with its environment")
+	w.run(enable, docs[enable], sub{"MOUNT=" + mount, "MOUNT=" + s.mount()})
+	s.MustCLI("read", s.mount()+"/config")
 
 	// Set up as written: config (TLS with the docs' ca.pem), the role from
 	// stdin, both policies.
 	w.run("setup", docs["setup"], sub{"https://mk.example.com", w.mk.URL}, w.vaultIsBao())
-	if got := fields(s.MustCLI("read", mount+"/config"))["base_url"]; got != w.mk.URL {
+	if got := fields(s.MustCLI("read", s.mount()+"/config"))["base_url"]; got != w.mk.URL {
 		t.Fatalf("base_url %q after the set-up", got)
 	}
 	if w.mk.Stats().Logins != 1 {
 		t.Errorf("the role write logged in %d times, want 1 (its verify)", w.mk.Stats().Logins)
 	}
 	w.checkPolicies()
+	w.metricsPolicy()
 
 	// Consume: the CI job's command leaves a working token in its environment.
 	w.run("consume", docs["consume"]+"\nprintf %s \"$METAKRAFTWERK_TOKEN\" >consumed.token\n", w.vaultIsBao())
@@ -112,26 +115,32 @@ func TestWalkthrough(t *testing.T) {
 		t.Fatalf("MetaKraftwerk answers the consumed token with %d", code)
 	}
 
-	// Upgrade: the install commands with the new version and the same
-	// environment (its own pprof port, to tell the processes apart), then
-	// the switch. The new process runs with its environment.
-	installAs("0.3.1", pprofNew)
+	// The runbook for a password changed in MetaKraftwerk, from its first
+	// symptom: readers are refused until the block runs.
+	w.changedPassword()
+
+	// Upgrade: the install commands with the new version, this time with an
+	// environment for the plugin, then the switch. The new process runs
+	// with its environment.
+	installAs("0.3.1", sub{"PLUGIN_ENV= ", fmt.Sprintf("PLUGIN_ENV=METAKRAFTWERK_PLUGIN_PPROF_ADDR=127.0.0.1:%d ", pprofNew)})
 	out := w.run(upgrade, docs[upgrade])
 	w.expectRunning(out, "v0.3.1")
 	w.waitPprof(pprofNew, "v0.3.1, registered by the documented upgrade with its environment")
-	if got := fields(s.MustCLI("read", mount+"/roles/team-a-ci"))["email"]; got != walkEmail {
+	if got := fields(s.MustCLI("read", s.mount()+"/roles/team-a-ci"))["email"]; got != walkEmail {
 		t.Errorf("the role after the upgrade: email %q", got)
 	}
 
 	// Rollback: the same switch with the old version.
 	out = w.run("rollback", docs[upgrade], sub{"V=0.3.1", "V=0.3.0"})
 	w.expectRunning(out, "v0.3.0")
-	w.waitPprof(pprofOld, "v0.3.0 again after the rollback")
 
 	if !s.Platform.OpenBao {
 		w.terraform()
 	}
 }
+
+// walkMount is the walkthrough's mount: not the default.
+const walkMount = "mk-prod"
 
 // walk is one walkthrough: the server, the docs' MetaKraftwerk, and the
 // directory the operator works in (the release's files and ca.pem).
@@ -141,7 +150,8 @@ type walk struct {
 	mk   *devserver.Running
 	work string
 	home string
-	bin  string // the server's CLI, under its own name, and nothing else
+	bin  string   // the server's CLI, under its own name, and nothing else
+	env  []string // more of the operator's environment, for the next block
 }
 
 func newWalk(t *testing.T) *walk {
@@ -155,7 +165,7 @@ func newWalk(t *testing.T) *walk {
 			t.Fatal(err)
 		}
 	}
-	s := NewStack(t, StackOptions{Storage: "file", NoInstall: true, PluginDir: pluginDir})
+	s := NewStack(t, StackOptions{Storage: "file", NoInstall: true, PluginDir: pluginDir, Mount: walkMount})
 	w := &walk{t: t, s: s, work: filepath.Join(dir, "work"), home: filepath.Join(dir, "home"), bin: filepath.Join(dir, "bin")}
 	for _, d := range []string{w.work, w.home, w.bin} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -289,7 +299,9 @@ func (w *walk) run(name, script string, subs ...sub) string {
 		"VAULT_ADDR=" + w.s.Addr, "BAO_ADDR=" + w.s.Addr,
 		"VAULT_TOKEN=" + w.s.Token, "BAO_TOKEN=" + w.s.Token,
 		"MK_PASSWORD=" + walkPassword,
+		"MOUNT=" + w.s.mount(),
 	}
+	cmd.Env = append(cmd.Env, w.env...)
 	start := time.Now()
 	outBytes, err := cmd.CombinedOutput()
 	out := string(outBytes)
@@ -332,7 +344,7 @@ func (w *walk) expectRunning(out, version string) {
 	if got := strings.TrimSpace(out); !strings.HasSuffix(got, version) {
 		w.t.Errorf("the switch printed %q, want the running version %s last", got, version)
 	}
-	if got := fields(w.s.MustCLI("read", "sys/mounts/"+mount))["running_plugin_version"]; got != version {
+	if got := fields(w.s.MustCLI("read", "sys/mounts/"+w.s.mount()))["running_plugin_version"]; got != version {
 		w.t.Errorf("running_plugin_version %q, want %s", got, version)
 	}
 	if _, err := w.s.ReadCreds(w.s.API(w.s.Token), "team-a-ci"); err != nil {
@@ -346,7 +358,7 @@ func (w *walk) expectRunning(out, version string) {
 func (w *walk) checkPolicies() {
 	w.t.Helper()
 	s := w.s
-	if out, _, err := s.CLI("write", mount+"/roles/team-b-ci", "email="+teamBEmail, "password="+teamBPassword, "projects=TEAM_B"); err != nil {
+	if out, _, err := s.CLI("write", s.mount()+"/roles/team-b-ci", "email="+teamBEmail, "password="+teamBPassword, "projects=TEAM_B"); err != nil {
 		w.t.Fatalf("writing team B's role: %v %s", err, out)
 	}
 	token := func(policy string) *vaultapi.Client {
@@ -364,16 +376,16 @@ func (w *walk) checkPolicies() {
 	if _, err := s.ReadCreds(team, "team-b-ci"); !forbidden(err) {
 		w.t.Errorf("team-a's token reading team B's creds: want 403, got %v", err)
 	}
-	if _, err := team.Logical().Write(mount+"/roles/team-a-ci", map[string]any{"ttl": "1h"}); !forbidden(err) {
+	if _, err := team.Logical().Write(s.mount()+"/roles/team-a-ci", map[string]any{"ttl": "1h"}); !forbidden(err) {
 		w.t.Errorf("team-a's token writing a role: want 403, got %v", err)
 	}
-	if _, err := platform.Logical().Write(mount+"/roles/team-b-ci", map[string]any{"description": "team B's CI"}); err != nil {
+	if _, err := platform.Logical().Write(s.mount()+"/roles/team-b-ci", map[string]any{"description": "team B's CI"}); err != nil {
 		w.t.Errorf("the platform token cannot write a role: %v", err)
 	}
-	if _, err := platform.Logical().List(mount + "/roles"); err != nil {
+	if _, err := platform.Logical().List(s.mount() + "/roles"); err != nil {
 		w.t.Errorf("the platform token cannot list roles: %v", err)
 	}
-	if _, err := platform.Logical().Write(mount+"/rotate-role/team-a-ci", nil); err != nil {
+	if _, err := platform.Logical().Write(s.mount()+"/rotate-role/team-a-ci", nil); err != nil {
 		w.t.Errorf("the platform token cannot rotate a role: %v", err)
 	}
 	if _, err := s.ReadCreds(platform, "team-a-ci"); !forbidden(err) {
@@ -403,9 +415,26 @@ func (w *walk) terraform() {
 	if block == "" {
 		w.t.Fatal("no block marked <!-- walkthrough: terraform-install --> in docs/terraform.md")
 	}
+	// The block as written, where TF_CLI_CONFIG_FILE names a file that
+	// does not exist yet: it writes that file, not ~/.terraformrc. Run
+	// again, it finds the file and leaves it as it is, saying so.
+	rc := filepath.Join(w.work, "cli.tfrc")
+	w.env = []string{"TF_CLI_CONFIG_FILE=" + rc}
+	defer func() { w.env = nil }()
 	w.run("terraform-install", block, w.platform())
-	if rc, err := os.ReadFile(filepath.Join(w.home, ".terraformrc")); err != nil || strings.Contains(string(rc), "dev_overrides") {
-		w.t.Fatalf("~/.terraformrc: %v %q", err, rc)
+	written, err := os.ReadFile(rc)
+	if err != nil || !strings.Contains(string(written), "filesystem_mirror") || strings.Contains(string(written), "dev_overrides") {
+		w.t.Fatalf("TF_CLI_CONFIG_FILE after the install block: %v %q", err, written)
+	}
+	if _, err := os.Stat(filepath.Join(w.home, ".terraformrc")); err == nil {
+		w.t.Error("the install block wrote ~/.terraformrc although TF_CLI_CONFIG_FILE is set")
+	}
+	if err := os.WriteFile(rc, append(written, "# the operator's own line\n"...), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	out := w.run("terraform-install again", block, w.platform())
+	if again, _ := os.ReadFile(rc); !strings.Contains(string(again), "# the operator's own line") || !strings.Contains(out, "left as it is") {
+		w.t.Errorf("a second run of the install block changed the existing CLI configuration or said nothing: %q", out)
 	}
 	config := fmt.Sprintf(`terraform {
   required_providers {
@@ -422,13 +451,14 @@ variable "password" {
 }
 
 resource "mkvault_role" "team_b_tf" {
+  mount               = %q
   name                = "team-b-tf"
   email               = %q
   password_wo         = var.password
   password_wo_version = 1
   projects            = ["TEAM_B"]
 }
-`, teamBEmail)
+`, w.s.mount(), teamBEmail)
 	if err := os.MkdirAll(filepath.Join(w.work, "tf"), 0o700); err != nil {
 		w.t.Fatal(err)
 	}
@@ -436,7 +466,7 @@ resource "mkvault_role" "team_b_tf" {
 		w.t.Fatal(err)
 	}
 	w.run("terraform apply", fmt.Sprintf("cd tf\nexport TF_VAR_password=%q\nterraform init -input=false -no-color\nterraform apply -input=false -auto-approve -no-color\n", teamBPassword))
-	if got := fields(w.s.MustCLI("read", mount+"/roles/team-b-tf"))["email"]; got != teamBEmail {
+	if got := fields(w.s.MustCLI("read", w.s.mount()+"/roles/team-b-tf"))["email"]; got != teamBEmail {
 		w.t.Errorf("the role Terraform applied: email %q", got)
 	}
 	lock, _ := os.ReadFile(filepath.Join(w.work, "tf", ".terraform.lock.hcl"))
@@ -463,5 +493,64 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// changedPassword follows operations.md's runbook for a password changed
+// in MetaKraftwerk, from its symptom: the password changes upstream and a
+// reader is refused; the block, given the new password in NEW, shows the
+// rejection, stores the new password with one verify login, and reads.
+func (w *walk) changedPassword() {
+	w.t.Helper()
+	block := w.blocks("docs/operations.md")["runbook-changed-password"]
+	if block == "" {
+		w.t.Fatal("no block marked <!-- walkthrough: runbook-changed-password --> in docs/operations.md")
+	}
+	s := w.s
+	const newPassword = "pw-CI-BOT-rotated-5e1d07"
+	s.addSecret(newPassword)
+	w.mk.SetPassword(walkEmail, newPassword)
+	// The shared token would hide the change until it runs out.
+	s.MustCLI("write", "-f", s.mount()+"/rotate-role/team-a-ci")
+	if _, err := s.ReadCreds(s.API(s.Token), "team-a-ci"); err == nil || !strings.Contains(err.Error(), "Invalid login") {
+		w.t.Fatalf("a read after the password changed upstream: want the rejection, got %v", err)
+	}
+	before := w.mk.Stats().Logins
+	w.env = []string{"NEW=" + newPassword}
+	out := w.run("runbook-changed-password", block, sub{"MOUNT=" + mount, "MOUNT=" + s.mount()}, w.vaultIsBao())
+	w.env = nil
+	for _, want := range []string{`"last_error": "MetaKraftwerk rejected the login`, `"login_refused_until": "20`} {
+		if !strings.Contains(out, want) {
+			w.t.Errorf("the runbook's role read does not show %s:\n%s", want, out)
+		}
+	}
+	if got := w.mk.Stats().Logins - before; got != 2 {
+		w.t.Errorf("the runbook logged in %d times, want 2 (the write's verify, the read)", got)
+	}
+	if _, err := s.ReadCreds(s.API(s.Token), "team-a-ci"); err != nil {
+		w.t.Errorf("a read after the runbook: %v", err)
+	}
+}
+
+// metricsPolicy writes bootstrap/policies/metrics.hcl at the walkthrough's
+// mount with the command its note gives, and scrapes with a token of it.
+func (w *walk) metricsPolicy() {
+	w.t.Helper()
+	file := filepath.Join(repoRoot(w.t), "bootstrap", "policies", "metrics.hcl")
+	copyFile(w.t, file, filepath.Join(w.work, "metrics.hcl"))
+	data, _ := os.ReadFile(file)
+	var command string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "#   sed ") {
+			command = strings.TrimPrefix(line, "#   ")
+		}
+	}
+	if command == "" {
+		w.t.Fatal("bootstrap/policies/metrics.hcl gives no command for another mount")
+	}
+	w.run("metrics policy", command+"\n", w.vaultIsBao())
+	tok := strings.TrimSpace(w.s.MustCLI("token", "create", "-policy=metrics", "-ttl=10m", "-field=token"))
+	if code, body, err := get(w.t, w.s.Addr+"/v1/"+w.s.mount()+"/metrics", tok); err != nil || code != http.StatusOK || !strings.Contains(string(body), "metakraftwerk_build_info") {
+		w.t.Errorf("a scrape of %s/metrics with the metrics policy's token: %d %v", w.s.mount(), code, err)
 	}
 }

@@ -1,3 +1,6 @@
+# Written for the engine at metakraftwerk/. At another mount, put its path in:
+#   sed "s|^path \"metakraftwerk/|path \"$MOUNT/|" platform.hcl | vault policy write platform -
+
 # The platform team runs the engine: its configuration, every role, and
 # the on-call paths. It does not mint tokens for the teams' roles.
 path "metakraftwerk/config" {
