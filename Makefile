@@ -113,7 +113,13 @@ e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
 	$(E2E_ENV) E2E_RUN=TestHAClusterFailover scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: test
-test: unit fuzz-short provider-docs-check e2e ## unit, every fuzz target briefly, the provider's registry docs, end-to-end (what CI runs)
+test: unit lint fuzz-short provider-docs-check e2e ## unit, lint, every fuzz target briefly, the provider's registry docs, end-to-end (what CI runs)
+
+.PHONY: lint
+lint: ## golangci-lint (staticcheck, gosec, errcheck, errorlint, bodyclose, noctx, govet, misspell, unparam; .golangci.yml) over the three modules
+	@lint=$$(scripts/golangci-lint-bin.sh) && for m in $(MODULES); do \
+	  echo "== lint $$m"; (cd $$m && "$$lint" run --config $(CURDIR)/.golangci.yml ./...) || exit 1; \
+	done
 
 # The provider's registry pages are generated from its schema and examples/
 # by tfplugindocs, which asks a terraform binary for the schema.

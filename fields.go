@@ -33,7 +33,7 @@ const (
 	fieldProjects          = "projects"
 	fieldProjectCount      = "project_count"
 	fieldVerify            = "verify"
-	fieldReuseTokens       = "reuse_tokens"
+	fieldReuseTokens       = "reuse_tokens" //nolint:gosec // G101: a field name, not a credential
 	fieldReuseMinRemaining = "reuse_min_remaining"
 
 	fieldAccessToken = "access_token"
@@ -53,7 +53,7 @@ const (
 	fieldLastErrorAt          = "last_error_at"
 	fieldLoginRefusedUntil    = "login_refused_until"
 	fieldSharedTokenID        = "shared_token_id"
-	fieldSharedTokenExpiresAt = "shared_token_expires_at"
+	fieldSharedTokenExpiresAt = "shared_token_expires_at" //nolint:gosec // G101: a field name, not a credential
 
 	fieldRetryAfter = "retry_after"
 	fieldRetryNow   = "retry_now"

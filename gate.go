@@ -71,7 +71,7 @@ func (b *backend) passGate(ctx context.Context, req gateRequest) (*gateFlight, e
 		// A flight that ended just before this one began may have settled it.
 		now := b.now()
 		rejection := b.store.rejection(req.name, key, now)
-		if rejection != nil && !(req.early && !rejection.early) {
+		if rejection != nil && (!req.early || rejection.early) {
 			return nil, rejection
 		}
 		if req.purpose == purposeCreds {

@@ -226,8 +226,10 @@ func credsHelpDescription() string {
 	return strings.Replace(pathCredsHelpDesc, "@FIELDS@\n", fields.String(), 1)
 }
 
+//nolint:gosec // G101: help text, not a credential
 const pathCredsHelpSyn = `Mint a MetaKraftwerk access token for a role.`
 
+//nolint:gosec // G101: help text, not a credential
 const pathCredsHelpDesc = `
 Logs in to MetaKraftwerk with the role's login and returns the access token
 (a JWT) as a leased, non-renewable secret:

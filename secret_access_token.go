@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const secretAccessTokenType = "metakraftwerk_access_token"
+const secretAccessTokenType = "metakraftwerk_access_token" //nolint:gosec // G101: the secret type's name, not a credential
 
 func secretAccessToken(b *backend) *framework.Secret {
 	return &framework.Secret{

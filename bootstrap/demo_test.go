@@ -31,7 +31,7 @@ func copyRepo(t *testing.T) string {
 
 // runDemo runs demo.sh with a temp directory of its own and returns its
 // output and the temp directory, which must be empty afterwards.
-func runDemo(t *testing.T, repo string, env ...string) (string, error, string) {
+func runDemo(t *testing.T, repo string, env ...string) (string, string, error) {
 	t.Helper()
 	tmp := t.TempDir()
 	cmd := exec.Command(filepath.Join(repo, "bootstrap", "demo.sh"))
@@ -39,7 +39,7 @@ func runDemo(t *testing.T, repo string, env ...string) (string, error, string) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
-	return out.String(), err, tmp
+	return out.String(), tmp, err
 }
 
 func assertFailedAt(t *testing.T, out string, err error, step string, reasons ...string) {
@@ -69,7 +69,7 @@ func assertNothingLeft(t *testing.T, tmp string) {
 
 func TestDemoWithoutBuildSaysSo(t *testing.T) {
 	repo := copyRepo(t)
-	out, err, tmp := runDemo(t, repo)
+	out, tmp, err := runDemo(t, repo)
 	assertFailedAt(t, out, err, "1/6", "why: the stack did not come up: run 'make build' first")
 	assertNothingLeft(t, tmp)
 }
@@ -94,7 +94,7 @@ func TestDemoServerFailureSaysWhy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err, tmp := runDemo(t, repo, "VAULT_BIN="+filepath.Join(bin, "vault"))
+	out, tmp, err := runDemo(t, repo, "VAULT_BIN="+filepath.Join(bin, "vault"))
 	assertFailedAt(t, out, err, "1/6", "why: the stack did not come up: the vault server exited at start",
 		"last lines of vault.log", "fake vault: storage is on fire")
 	assertNothingLeft(t, tmp)

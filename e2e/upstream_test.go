@@ -311,7 +311,7 @@ func TestHostileAnswersKeepMemoryBounded(t *testing.T) {
 	res := loadgen.Run(32, 96, func() error {
 		_, err := client.Logical().Read(mount + "/creds/team-a-ci")
 		if err == nil || !strings.Contains(err.Error(), "the login answer has no accessToken") {
-			return fmt.Errorf("want the malformed answer refused, got %v", err)
+			return fmt.Errorf("want the malformed answer refused, got %w", err)
 		}
 		return nil
 	})

@@ -98,7 +98,7 @@ func main() {
 		RateLimitNext: *rateLimit, RetryAfter: *retryAfter,
 	})
 	if *addrFile != "" {
-		if err := os.WriteFile(*addrFile, []byte(srv.Addr()+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(*addrFile, []byte(srv.Addr()+"\n"), 0o600); err != nil {
 			log.Fatal(err)
 		}
 	}

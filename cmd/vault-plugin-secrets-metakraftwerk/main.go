@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -68,7 +69,7 @@ func servePprof(addr string) error {
 	if err != nil || !mkclient.IsLoopbackHost(host) {
 		return fmt.Errorf("%s=%q: must be a loopback host:port", pprofEnv, addr)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s: %w", pprofEnv, err)
 	}

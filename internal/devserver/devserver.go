@@ -445,7 +445,7 @@ func (s *Server) loginFault() (f Faults, status int) {
 	case s.faults.FailNext > 0:
 		s.faults.FailNext--
 		status = failStatus
-	case f.FailRate > 0 && mrand.Float64() < f.FailRate:
+	case f.FailRate > 0 && mrand.Float64() < f.FailRate: //nolint:gosec // G404: a simulated fault rate, not a secret
 		status = failStatus
 	}
 	if status != 0 || f.Mode != ModeNormal {
@@ -853,7 +853,7 @@ func newUUID() string {
 // token and returns the HTTP status: 200 for a token it accepts, 401 for
 // one it does not (wrong signer, expired).
 func TokenStatus(baseURL, token string) (int, error) {
-	req, err := http.NewRequest(http.MethodGet, baseURL+"/api/v1/projects", nil)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, baseURL+"/api/v1/projects", nil)
 	if err != nil {
 		return 0, err
 	}
@@ -882,7 +882,7 @@ func Listen(addr string, cfg Config) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -286,7 +286,8 @@ func TestModes(t *testing.T) {
 	// hang answers only when the client gives up.
 	r.SetFaults(Faults{Mode: ModeHang})
 	client = &http.Client{Timeout: 200 * time.Millisecond}
-	if _, err := client.Post(r.URL+"/authentication", "application/json", strings.NewReader(login)); err == nil {
+	if resp, err := client.Post(r.URL+"/authentication", "application/json", strings.NewReader(login)); err == nil {
+		resp.Body.Close()
 		t.Error("hang answered")
 	}
 }

@@ -12,6 +12,7 @@ package hostile
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -181,7 +182,7 @@ func (s *Server) start(cfg Config) error {
 	s.cfg = cfg
 	s.signKey = make([]byte, 32)
 	_, _ = rand.Read(s.signKey)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}

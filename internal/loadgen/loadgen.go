@@ -4,7 +4,7 @@
 package loadgen
 
 import (
-	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,14 +89,12 @@ func PeakRSS(pid int) (int64, error) { return statusBytes(pid, "VmHWM:") }
 
 // statusBytes reads a "<field> <n> kB" line of /proc/<pid>/status.
 func statusBytes(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb * 1024, err
 		}
@@ -106,7 +104,7 @@ func statusBytes(pid int, field string) (int64, error) {
 
 // PIDs returns the processes whose command line contains path.
 func PIDs(path string) []int {
-	out, _ := exec.Command("pgrep", "-f", path).Output()
+	out, _ := exec.CommandContext(context.Background(), "pgrep", "-f", path).Output() //nolint:gosec // G204: a fixed program; path is the caller's binary, matched, not run
 	var pids []int
 	for _, f := range strings.Fields(string(out)) {
 		if pid, err := strconv.Atoi(f); err == nil {

@@ -169,7 +169,7 @@ func (c *Client) Close() { c.rc.HTTPClient.CloseIdleConnections() }
 // callStats follows one logical call across its retried attempts.
 type callStats struct {
 	attempts   atomic.Int32
-	lastStatus atomic.Int32
+	lastStatus atomic.Int64
 }
 
 type statsKey struct{}
@@ -185,7 +185,7 @@ func recordStatus(_ retryablehttp.Logger, resp *http.Response) {
 		return
 	}
 	if s, ok := resp.Request.Context().Value(statsKey{}).(*callStats); ok {
-		s.lastStatus.Store(int32(resp.StatusCode))
+		s.lastStatus.Store(int64(resp.StatusCode))
 	}
 }
 
@@ -253,7 +253,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, h
 	attempts := int(stats.attempts.Load())
 	if err != nil {
 		if resp != nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		return newTransportError(ctx, op, c.host, attempts, int(stats.lastStatus.Load()), err)
 	}
@@ -347,7 +347,7 @@ type loginRequest struct {
 // Redirects are refused; 400/401/403 are never retried.
 func (c *Client) Login(ctx context.Context, email, password string) (*LoginResult, error) {
 	const op = "login"
-	payload, err := json.Marshal(loginRequest{Email: email, Password: password, Strategy: "local"})
+	payload, err := json.Marshal(loginRequest{Email: email, Password: password, Strategy: "local"}) //nolint:gosec // G117: the login request must carry the password, over TLS, to MetaKraftwerk only
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", ErrRequest, op)
 	}

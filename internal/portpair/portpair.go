@@ -3,6 +3,7 @@
 package portpair
 
 import (
+	"context"
 	mrand "math/rand/v2"
 	"net"
 	"strconv"
@@ -27,15 +28,15 @@ func Free(tb testing.TB) int {
 	mu.Lock()
 	defer mu.Unlock()
 	for range 500 {
-		port := 20000 + 2*mrand.IntN(6000)
+		port := 20000 + 2*mrand.IntN(6000) //nolint:gosec // G404: spreads test ports; nothing depends on it being unguessable
 		if given[port] {
 			continue
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			continue
 		}
-		ln2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
+		ln2, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port+1))
 		ln.Close()
 		if err == nil {
 			ln2.Close()

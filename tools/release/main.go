@@ -57,7 +57,7 @@ func main() {
 		_ = fs.Parse(args)
 		mustVersion(*version)
 		if !commitRe.MatchString(*commit) || *goVersion == "" || *pluginBuild == "" {
-			log.Fatalf("the provenance needs -source-commit (40 hex digits, got %q), -go-version and -plugin-build", *commit)
+			log.Fatalf("the provenance needs -source-commit (40 hex digits, got %q), -go-version and -plugin-build", *commit) //nolint:gosec // G706: %q quotes it; the maintainer's own argument
 		}
 		err = packageRelease(releaseSpec{version: *version, binDir: *bin, license: *license, out: *out, gpgKey: *gpgKey,
 			sbomTool: *sbomTool, providerBinDir: *providerBin,
@@ -78,7 +78,7 @@ func main() {
 		_ = fs.Parse(args)
 		err = serveRegistry(*layoutDir, *repo, *tag, *certFile, *addrFile)
 	default:
-		log.Fatalf("unknown command %q", cmd)
+		log.Fatalf("unknown command %q", cmd) //nolint:gosec // G706: %q quotes it
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -89,7 +89,7 @@ var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 func mustVersion(v string) {
 	if !semver.MatchString(v) {
-		log.Fatalf("version %q is not a semantic version such as v0.3.0", v)
+		log.Fatalf("version %q is not a semantic version such as v0.3.0", v) //nolint:gosec // G706: %q quotes it
 	}
 }
 

@@ -44,7 +44,7 @@ resource "mkvault_config" "this" {
 				func(*terraform.State) error {
 					cfg, err := s.vault.Logical().Read("metakraftwerk/config")
 					if err != nil || fmt.Sprint(cfg.Data["request_timeout"]) != "10" {
-						return fmt.Errorf("the engine's config: %v, %v", cfg, err)
+						return fmt.Errorf("the engine's config: %v, %w", cfg, err)
 					}
 					return nil
 				})},
@@ -54,7 +54,7 @@ resource "mkvault_config" "this" {
 		CheckDestroy: func(*terraform.State) error {
 			cfg, err := s.vault.Logical().Read("metakraftwerk/config")
 			if err != nil || fmt.Sprint(cfg.Data["request_timeout"]) != "30" || cfg.Data["base_url"] != "https://app.metakraftwerk.com" {
-				return fmt.Errorf("after destroy the config reads %v, %v; want the defaults", cfg, err)
+				return fmt.Errorf("after destroy the config reads %v, %w; want the defaults", cfg, err)
 			}
 			return nil
 		},

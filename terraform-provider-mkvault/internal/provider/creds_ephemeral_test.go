@@ -55,7 +55,7 @@ resource "echo" "test" {}
 				// The run that opened it closed it: no lease is left.
 				leases, err := s.vault.Logical().List("sys/leases/lookup/metakraftwerk/creds/ci")
 				if err != nil || (leases != nil && len(leases.Data["keys"].([]any)) > 0) {
-					return fmt.Errorf("leases left after the run: %v, %v", leases, err)
+					return fmt.Errorf("leases left after the run: %v, %w", leases, err)
 				}
 				return nil
 			},

@@ -159,7 +159,7 @@ func settingsFrom(m providerModel, getenv func(string) string, home func() (stri
 	}
 	if s.token == "" {
 		if dir, err := home(); err == nil {
-			data, err := os.ReadFile(filepath.Join(dir, ".vault-token"))
+			data, err := os.ReadFile(filepath.Join(dir, ".vault-token")) //nolint:gosec // G304: the file vault login writes, in the user's home
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return s, fmt.Errorf("reading ~/.vault-token: %w", err)
 			}

@@ -206,7 +206,7 @@ func sendsPassword(plan, state roleModel, imported bool) bool {
 	if plan.PasswordWOVersion.Equal(state.PasswordWOVersion) {
 		return false
 	}
-	return !(imported && state.PasswordWOVersion.IsNull())
+	return !imported || !state.PasswordWOVersion.IsNull()
 }
 
 func (r *roleResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

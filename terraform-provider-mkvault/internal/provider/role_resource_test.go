@@ -126,7 +126,7 @@ func TestAccRole(t *testing.T) {
 		Steps:                    []resource.TestStep{create, replan, ttl, newPassword, bump, imp, drift, deleted},
 		CheckDestroy: func(*terraform.State) error {
 			if role, err := s.vault.Logical().Read("metakraftwerk/roles/ci"); err != nil || role != nil {
-				return fmt.Errorf("after destroy the role reads %v, %v", role, err)
+				return fmt.Errorf("after destroy the role reads %v, %w", role, err)
 			}
 			return nil
 		},
@@ -151,7 +151,7 @@ func TestAccRoleWrongPassword(t *testing.T) {
 		}},
 		CheckDestroy: func(*terraform.State) error {
 			if role, err := s.vault.Logical().Read("metakraftwerk/roles/ci"); err != nil || role != nil {
-				return fmt.Errorf("the rejected role was stored: %v, %v", role, err)
+				return fmt.Errorf("the rejected role was stored: %v, %w", role, err)
 			}
 			return s.scanFiles()
 		},
