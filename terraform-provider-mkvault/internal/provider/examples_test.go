@@ -118,7 +118,7 @@ func testExample(t *testing.T, name string, files []string, logins map[string]in
 	resource.Test(t, resource.TestCase{
 		TerraformVersionChecks: requireWriteOnly,
 		CheckDestroy:           s.engineIsEmpty(exampleMount),
-		Steps: []resource.TestStep{
+		Steps: append([]resource.TestStep{
 			step("first apply", first, func() { passwords(true) }, false,
 				resource.TestCheckResourceAttr("mkvault_config.this", "base_url", s.mk.URL),
 				resource.TestCheckResourceAttr(role, "id", exampleMount+"/team-a-ci"),
@@ -138,8 +138,42 @@ func testExample(t *testing.T, name string, files []string, logins map[string]in
 					return nil
 				}),
 			step("re-plan after rotation", rotated, func() { passwords(false) }, true),
-		},
+		}, importSteps(t, rotated, vars, files)...),
 	})
+}
+
+// importSteps are the examples' import.sh commands, each as an import of
+// the resource it names by the ID it gives, at this test's mount.
+func importSteps(t *testing.T, dir string, vars config.Variables, files []string) []resource.TestStep {
+	var steps []resource.TestStep
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join("..", "..", "examples", filepath.Dir(f), "import.sh"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			args := strings.Fields(line)
+			if len(args) != 4 || args[0] != "terraform" || args[1] != "import" {
+				continue
+			}
+			id := exampleMount + strings.TrimPrefix(args[3], defaultMount)
+			steps = append(steps, resource.TestStep{
+				ProtoV6ProviderFactories: providers(),
+				ConfigDirectory:          func(config.TestStepConfigRequest) string { return dir },
+				ConfigVariables:          vars,
+				ResourceName:             args[2],
+				ImportState:              true,
+				ImportStateId:            id,
+				ImportStateVerify:        true,
+				// Write-only and write-time settings are not read back.
+				ImportStateVerifyIgnore: []string{"password_wo_version", "verify"},
+			})
+		}
+	}
+	if len(files) > 1 && len(steps) != 2 {
+		t.Fatalf("found %d import commands in the examples' import.sh files, want 2", len(steps))
+	}
+	return steps
 }
 
 // checkFunc is a plan check made of a function.
