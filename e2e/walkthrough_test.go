@@ -166,19 +166,7 @@ func newWalk(t *testing.T) *walk {
 		}
 	}
 	s := NewStack(t, StackOptions{Storage: "file", NoInstall: true, PluginDir: pluginDir, Mount: walkMount})
-	w := &walk{t: t, s: s, work: filepath.Join(dir, "work"), home: filepath.Join(dir, "home"), bin: filepath.Join(dir, "bin")}
-	for _, d := range []string{w.work, w.home, w.bin} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cli := "vault"
-	if s.Platform.OpenBao {
-		cli = "bao"
-	}
-	if err := os.Symlink(s.Bin, filepath.Join(w.bin, cli)); err != nil {
-		t.Fatal(err)
-	}
+	w := newShell(t, s, dir)
 	// What an operator downloads: the release's files, flat.
 	entries, err := os.ReadDir(releases)
 	if err != nil {
@@ -222,6 +210,26 @@ func newWalk(t *testing.T) *walk {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.mk.Close() })
+	return w
+}
+
+// newShell is an operator's shell for running the docs' blocks against s:
+// a work directory, a home, and the server's CLI under its own name on
+// PATH, below dir.
+func newShell(t *testing.T, s *Stack, dir string) *walk {
+	w := &walk{t: t, s: s, work: filepath.Join(dir, "work"), home: filepath.Join(dir, "home"), bin: filepath.Join(dir, "bin")}
+	for _, d := range []string{w.work, w.home, w.bin} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli := "vault"
+	if s.Platform.OpenBao {
+		cli = "bao"
+	}
+	if err := os.Symlink(s.Bin, filepath.Join(w.bin, cli)); err != nil {
+		t.Fatal(err)
+	}
 	return w
 }
 
@@ -536,8 +544,19 @@ func (w *walk) changedPassword() {
 // mount with the command its note gives, and scrapes with a token of it.
 func (w *walk) metricsPolicy() {
 	w.t.Helper()
-	file := filepath.Join(repoRoot(w.t), "bootstrap", "policies", "metrics.hcl")
-	copyFile(w.t, file, filepath.Join(w.work, "metrics.hcl"))
+	w.policyByNote("metrics")
+	tok := strings.TrimSpace(w.s.MustCLI("token", "create", "-policy=metrics", "-ttl=10m", "-field=token"))
+	if code, body, err := get(w.t, w.s.Addr+"/v1/"+w.s.mount()+"/metrics", tok); err != nil || code != http.StatusOK || !strings.Contains(string(body), "metakraftwerk_build_info") {
+		w.t.Errorf("a scrape of %s/metrics with the metrics policy's token: %d %v", w.s.mount(), code, err)
+	}
+}
+
+// policyByNote writes bootstrap/policies/<name>.hcl at the shell's MOUNT
+// with the command the file's note gives for another mount.
+func (w *walk) policyByNote(name string) {
+	w.t.Helper()
+	file := filepath.Join(repoRoot(w.t), "bootstrap", "policies", name+".hcl")
+	copyFile(w.t, file, filepath.Join(w.work, name+".hcl"))
 	data, _ := os.ReadFile(file)
 	var command string
 	for _, line := range strings.Split(string(data), "\n") {
@@ -546,11 +565,7 @@ func (w *walk) metricsPolicy() {
 		}
 	}
 	if command == "" {
-		w.t.Fatal("bootstrap/policies/metrics.hcl gives no command for another mount")
+		w.t.Fatalf("bootstrap/policies/%s.hcl gives no command for another mount", name)
 	}
-	w.run("metrics policy", command+"\n", w.vaultIsBao())
-	tok := strings.TrimSpace(w.s.MustCLI("token", "create", "-policy=metrics", "-ttl=10m", "-field=token"))
-	if code, body, err := get(w.t, w.s.Addr+"/v1/"+w.s.mount()+"/metrics", tok); err != nil || code != http.StatusOK || !strings.Contains(string(body), "metakraftwerk_build_info") {
-		w.t.Errorf("a scrape of %s/metrics with the metrics policy's token: %d %v", w.s.mount(), code, err)
-	}
+	w.run(name+" policy", command+"\n", w.vaultIsBao())
 }
