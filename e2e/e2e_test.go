@@ -334,19 +334,7 @@ func TestUpgradeKeepsRoles(t *testing.T) {
 func TestAgentRendersAndRefreshes(t *testing.T) {
 	t.Parallel()
 	s, dir, tokenFile := newAgentStack(t, "agent")
-	root := repoRoot(t)
-	dest := filepath.Join(dir, "metakraftwerk-token")
-	tmpl, err := os.ReadFile(filepath.Join(root, "bootstrap", "agent", "agent.hcl.tmpl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.NewReplacer("@STATE_DIR@", dir, "@VAULT_ADDR@", s.Addr, "@TOKEN_FILE@", tokenFile,
-		"@TEMPLATE@", filepath.Join(root, "bootstrap", "agent", "token.ctmpl"), "@DESTINATION@", dest).Replace(string(tmpl))
-	cfgFile := filepath.Join(dir, "agent.hcl")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.startAgent(dir, cfgFile)
+	dest := s.startFileAgent(dir, tokenFile)
 
 	read := func() string {
 		data, err := os.ReadFile(dest)

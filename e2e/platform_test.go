@@ -3,10 +3,10 @@
 package e2e
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,40 +82,8 @@ func TestOpenBaoNamespacesPerTeam(t *testing.T) {
 func TestAgentExecRestartsWithFreshToken(t *testing.T) {
 	t.Parallel()
 	s, dir, tokenFile := newAgentStack(t, "agent-exec")
-	root := repoRoot(t)
-	// The service records each token it starts with, then runs until Agent
-	// stops it.
-	seen, service := filepath.Join(dir, "seen"), filepath.Join(dir, "service.sh")
-	script := "#!/bin/sh\nprintf '%s\\n' \"$METAKRAFTWERK_TOKEN\" >>" + seen + "\nexec sleep 3600\n"
-	if err := os.WriteFile(service, []byte(script), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile(filepath.Join(root, "bootstrap", "agent", "exec.hcl.tmpl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.NewReplacer("@STATE_DIR@", dir, "@VAULT_ADDR@", s.Addr, "@TOKEN_FILE@", tokenFile, "@COMMAND@", service).Replace(string(tmpl))
-	cfgFile := filepath.Join(dir, "agent.hcl")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.startAgent(dir, cfgFile)
-
-	tokens := func() []string {
-		f, err := os.Open(seen)
-		if err != nil {
-			return nil
-		}
-		defer f.Close()
-		var out []string
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if tok := strings.TrimSpace(sc.Text()); tok != "" && (len(out) == 0 || out[len(out)-1] != tok) {
-				out = append(out, tok)
-			}
-		}
-		return out
-	}
+	seen := s.startExecAgent(dir, tokenFile)
+	tokens := func() []string { toks, _ := servedTokens(seen); return toks }
 	waitFor(t, 30*time.Second, "the service to start with a token", func() bool { return len(tokens()) >= 1 })
 	first := tokens()[0]
 	if !jwtRe.MatchString(first) || useToken(t, s.MK.URL, first) != 200 {
@@ -139,15 +107,19 @@ func TestAgentExecRestartsWithFreshToken(t *testing.T) {
 // token in dir/vault-token for Agent to authenticate with.
 func newAgentStack(t *testing.T, dirName string) (s *Stack, dir, tokenFile string) {
 	t.Helper()
-	s = NewStack(t, StackOptions{TokenLifetime: 20 * time.Second})
-	s.MustCLI("write", mount+"/config", "expiry_leeway=5s")
+	return newAgentStackLife(t, dirName, 20*time.Second, "5s")
+}
+
+// newAgentStackLife is newAgentStack with tokens of life and the
+// expiry_leeway leeway.
+func newAgentStackLife(t *testing.T, dirName string, life time.Duration, leeway string) (s *Stack, dir, tokenFile string) {
+	t.Helper()
+	s = NewStack(t, StackOptions{TokenLifetime: life})
+	s.MustCLI("write", mount+"/config", "expiry_leeway="+leeway)
 	s.CreateRole("team-a-ci", teamAEmail, teamAPassword)
 	s.MustCLI("policy", "write", "team-a", filepath.Join(repoRoot(t), "bootstrap", "policies", "team-a.hcl"))
 	teamA := strings.TrimSpace(s.MustCLI("token", "create", "-policy=team-a", "-field=token"))
-	dir = filepath.Join(s.Dir, dirName)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	dir = s.agentDir(dirName)
 	tokenFile = filepath.Join(dir, "vault-token")
 	if err := os.WriteFile(tokenFile, []byte(teamA), 0o600); err != nil {
 		t.Fatal(err)
@@ -155,8 +127,73 @@ func newAgentStack(t *testing.T, dirName string) (s *Stack, dir, tokenFile strin
 	return s, dir, tokenFile
 }
 
-// startAgent runs `agent -config=cfgFile` until the test ends; its log is
-// scanned for leaks with everything else.
+// agentDir is a directory of its own for one Agent.
+func (s *Stack) agentDir(name string) string {
+	dir := filepath.Join(s.Dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		s.t.Fatal(err)
+	}
+	return dir
+}
+
+// startFileAgent starts Agent with bootstrap/agent/agent.hcl.tmpl as it is
+// shipped, rendering into dir/metakraftwerk-token, which it returns.
+func (s *Stack) startFileAgent(dir, tokenFile string) string {
+	s.t.Helper()
+	root := repoRoot(s.t)
+	dest := filepath.Join(dir, "metakraftwerk-token")
+	s.startAgentFrom(dir, "agent.hcl.tmpl", "@STATE_DIR@", dir, "@VAULT_ADDR@", s.Addr, "@TOKEN_FILE@", tokenFile,
+		"@TEMPLATE@", filepath.Join(root, "bootstrap", "agent", "token.ctmpl"), "@DESTINATION@", dest)
+	return dest
+}
+
+// startExecAgent starts Agent with bootstrap/agent/exec.hcl.tmpl as it is
+// shipped, supervising a service that appends each token it starts with to
+// dir/seen, which it returns, as "<unix nanoseconds> <token>" lines.
+func (s *Stack) startExecAgent(dir, tokenFile string) string {
+	s.t.Helper()
+	seen, service := filepath.Join(dir, "seen"), filepath.Join(dir, "service.sh")
+	script := "#!/bin/sh\nprintf '%s %s\\n' \"$(date +%s%N)\" \"$METAKRAFTWERK_TOKEN\" >>" + seen + "\nexec sleep 3600\n"
+	if err := os.WriteFile(service, []byte(script), 0o700); err != nil {
+		s.t.Fatal(err)
+	}
+	s.startAgentFrom(dir, "exec.hcl.tmpl", "@STATE_DIR@", dir, "@VAULT_ADDR@", s.Addr, "@TOKEN_FILE@", tokenFile, "@COMMAND@", service)
+	return seen
+}
+
+// startAgentFrom fills in a shipped Agent configuration and starts Agent
+// with it.
+func (s *Stack) startAgentFrom(dir, tmplName string, placeholders ...string) {
+	s.t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(repoRoot(s.t), "bootstrap", "agent", tmplName))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfgFile, []byte(strings.NewReplacer(placeholders...).Replace(string(tmpl))), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	s.startAgent(dir, cfgFile)
+}
+
+// servedTokens reads an exec service's record: each token it started with,
+// in order, with when it started, repeats dropped.
+func servedTokens(seen string) (tokens []string, started []time.Time) {
+	data, err := os.ReadFile(seen)
+	if err != nil {
+		return nil, nil
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		at, tok, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || tok == "" || (len(tokens) > 0 && tokens[len(tokens)-1] == tok) {
+			continue
+		}
+		ns, _ := strconv.ParseInt(at, 10, 64)
+		tokens, started = append(tokens, tok), append(started, time.Unix(0, ns))
+	}
+	return tokens, started
+}
+
 func (s *Stack) startAgent(dir, cfgFile string) {
 	s.t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "agent.log"))
