@@ -1,8 +1,22 @@
-# Sourced by vault-bin.sh, terraform-bin.sh and prometheus-bin.sh: a binary built once into a
-# cache directory outside the repository and reused later. Builders of one
+# Sourced by vault-bin.sh, terraform-bin.sh, prometheus-bin.sh and
+# golangci-lint-bin.sh: a binary built once into a cache directory outside
+# the repository and reused later. Builders of one
 # target serialise on a lock file, the binary is moved into place
 # atomically, and the scratch directory is removed however the script ends.
 # The caller sets TARGET and defines log().
+
+# use_given NAME prints the binary the variable NAME gives and ends the
+# script when it is set; one that is not an executable file is an error.
+use_given() {
+	local given=${!1:-}
+	[[ -n $given ]] || return 0
+	if [[ -x $given ]]; then
+		printf '%s\n' "$given"
+		exit 0
+	fi
+	log "$1=$given is not an executable file"
+	exit 1
+}
 
 # use_cached CHECK prints $TARGET and ends the script when it is there and
 # CHECK accepts it.

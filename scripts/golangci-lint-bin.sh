@@ -20,14 +20,7 @@ runs() {
 	[[ $out == *"version ${GOLANGCI_LINT_VERSION#v}"* ]]
 }
 
-if [[ -n ${GOLANGCI_LINT_BIN:-} ]]; then
-	if [[ -x $GOLANGCI_LINT_BIN ]]; then
-		printf '%s\n' "$GOLANGCI_LINT_BIN"
-		exit 0
-	fi
-	log "GOLANGCI_LINT_BIN=$GOLANGCI_LINT_BIN is not an executable file"
-	exit 1
-fi
+use_given GOLANGCI_LINT_BIN
 use_cached runs
 lock_build "golangci-lint $GOLANGCI_LINT_VERSION" runs
 

@@ -16,14 +16,7 @@ log() { printf 'prometheus-bin: %s\n' "$*" >&2; }
 . "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
 runs() { "$1" --version >/dev/null 2>&1; }
 
-if [[ -n ${PROMETHEUS_BIN:-} ]]; then
-	if [[ -x $PROMETHEUS_BIN ]]; then
-		printf '%s\n' "$PROMETHEUS_BIN"
-		exit 0
-	fi
-	log "PROMETHEUS_BIN=$PROMETHEUS_BIN is not an executable file"
-	exit 1
-fi
+use_given PROMETHEUS_BIN
 use_cached runs
 lock_build "Prometheus $PROMETHEUS_VERSION" runs
 
