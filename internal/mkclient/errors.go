@@ -215,7 +215,8 @@ func classify(err error) Failure {
 		return FailureDNS
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return FailureRefused
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		innermost(err).Error() == errServerClosedIdle:
 		return FailureReset
 	case errors.As(err, &opErr) && opErr.Op == "remote error", strings.HasPrefix(innermost(err).Error(), "tls: "):
 		// A TLS alert from the server, or the client's own TLS refusal
@@ -283,6 +284,12 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // innermost is the last error of err's Unwrap chain.
+// errServerClosedIdle is the text of net/http's unexported error for a
+// connection the server closed before it answered (when the request was
+// sent on it first, net/http cannot tell that from an idle one). It is
+// Go's fixed text: nothing the server sent is in it.
+const errServerClosedIdle = "http: server closed idle connection"
+
 func innermost(err error) error {
 	for {
 		next := errors.Unwrap(err)
