@@ -86,3 +86,42 @@ resource "mkvault_role" "x" {
 		t.Errorf("the refused plans wrote roles: %v %v", roles, err)
 	}
 }
+
+// TestAccRenameNeedsPassword: a new name replaces the role, which creates
+// it again, so a plan without the password fails there, naming the role.
+func TestAccRenameNeedsPassword(t *testing.T) {
+	s := newAccStack(t)
+	role := func(name string) string {
+		return `
+variable "password" {
+  type      = string
+  sensitive = true
+  ephemeral = true
+  default   = null
+}
+
+resource "mkvault_role" "x" {
+  name                = "` + name + `"
+  email               = "` + accEmail + `"
+  password_wo         = var.password
+  password_wo_version = 1
+  projects            = ["CI_PROJECT"]
+}`
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: providers(),
+		TerraformVersionChecks:   requireWriteOnly,
+		Steps: []resource.TestStep{
+			{Config: role("ci")},
+			{PreConfig: func() { os.Unsetenv("TF_VAR_password") }, Config: role("ci-renamed"), PlanOnly: true,
+				ExpectError: regexp.MustCompile(`(?s)role "ci-renamed": creating it sends\s+password_wo, but password_wo is null`)},
+			// Nothing was touched, and without the rename the same plan
+			// needs no password.
+			{PreConfig: func() {
+				if role, err := s.vault.Logical().Read("metakraftwerk/roles/ci"); err != nil || role == nil {
+					t.Errorf("the refused rename touched the role: %v %v", role, err)
+				}
+			}, Config: role("ci"), PlanOnly: true},
+		},
+	})
+}

@@ -150,7 +150,7 @@ func (r *roleResource) ValidateConfig(ctx context.Context, req resource.Validate
 }
 
 // ModifyPlan fails a plan that would have to send password_wo without one
-// (a create, or a password_wo_version change), naming the role; anywhere
+// (a create or replacement, or a password_wo_version change), naming the role; anywhere
 // else a null password is fine, so that a plan needs no secret. It also
 // keeps the computed stamps that an update cannot change: a plan shows
 // updated_at as unknown, and password_updated_at and verified_at only when
@@ -170,7 +170,8 @@ func (r *roleResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	creates := req.State.Raw.IsNull()
+	// A new name or mount replaces the role: that creates one too.
+	creates := req.State.Raw.IsNull() || !plan.Name.Equal(state.Name) || !plan.Mount.Equal(state.Mount)
 	sends := creates || sendsPassword(plan, state, imported != nil)
 	if sends && config.PasswordWO.IsNull() {
 		noPassword(&resp.Diagnostics, plan, creates)
