@@ -28,6 +28,8 @@ CACHE_ROOT="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secr
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log() { printf 'terraform-bin: %s\n' "$*" >&2; }
+# shellcheck source=build-cache.sh
+. "$here/build-cache.sh"
 
 # at_least_1_11 BINARY: the binary reports Terraform or OpenTofu v1.11+.
 at_least_1_11() {
@@ -41,18 +43,6 @@ at_least_1_11() {
 	((BASH_REMATCH[2] > 1 || (BASH_REMATCH[2] == 1 && BASH_REMATCH[3] >= 11)))
 }
 
-# from_env VAR: print $VAR and exit when it is set.
-from_env() {
-	local value=${!1:-}
-	[[ -n $value ]] || return 0
-	if [[ -x $value ]]; then
-		printf '%s\n' "$value"
-		exit 0
-	fi
-	log "$1=$value is not an executable file"
-	exit 1
-}
-
 # from_path NAME: print NAME's path and exit when it is on PATH and new enough.
 from_path() {
 	local on_path
@@ -64,8 +54,6 @@ from_path() {
 
 build_terraform() {
 	TARGET="$CACHE_ROOT/terraform-$TERRAFORM_VERSION/terraform"
-	# shellcheck source=build-cache.sh
-	. "$here/build-cache.sh"
 	use_cached at_least_1_11
 	lock_build "Terraform $TERRAFORM_VERSION" at_least_1_11
 	log "building Terraform $TERRAFORM_VERSION from the Go module proxy (several minutes the first time; cached in $CACHE_ROOT)"
@@ -87,8 +75,6 @@ build_terraform() {
 
 build_opentofu() {
 	TARGET="$CACHE_ROOT/tofu-$TOFU_VERSION/tofu"
-	# shellcheck source=build-cache.sh
-	. "$here/build-cache.sh"
 	use_cached at_least_1_11
 	lock_build "OpenTofu $TOFU_VERSION" at_least_1_11
 	log "building OpenTofu $TOFU_VERSION from the Go module proxy (several minutes the first time; cached in $CACHE_ROOT)"
@@ -102,7 +88,7 @@ build_opentofu() {
 
 case $product in
 terraform)
-	from_env TERRAFORM_BIN
+	use_given TERRAFORM_BIN
 	from_path terraform
 	if (build_terraform); then exit 0; fi
 	log "Terraform $TERRAFORM_VERSION did not build; trying OpenTofu $TOFU_VERSION"
@@ -110,7 +96,7 @@ terraform)
 	build_opentofu
 	;;
 opentofu)
-	from_env TOFU_BIN
+	use_given TOFU_BIN
 	from_path tofu
 	build_opentofu
 	;;
