@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // agentWatch records, every 100 ms, the token an Agent-rendered file holds
@@ -26,20 +24,6 @@ type rendered struct {
 	token    string
 	iat, exp time.Time
 	seen     time.Time
-}
-
-func tokenTimes(t *testing.T, token string) (iat, exp time.Time) {
-	t.Helper()
-	claims := jwt.MapClaims{}
-	if _, _, err := jwt.NewParser().ParseUnverified(token, claims); err != nil {
-		t.Fatalf("not a JWT: %v", err)
-	}
-	i, _ := claims.GetIssuedAt()
-	e, _ := claims.GetExpirationTime()
-	if i == nil || e == nil {
-		t.Fatal("the token has no iat or exp")
-	}
-	return i.Time, e.Time
 }
 
 func (w *agentWatch) add(t *testing.T, token string, at time.Time) {

@@ -16,17 +16,35 @@ import (
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
 )
 
-func jwtExp(t *testing.T, token string) time.Time {
+// claimsOf is a token's claims, unverified.
+func claimsOf(t *testing.T, token string) jwt.MapClaims {
 	t.Helper()
 	claims := jwt.MapClaims{}
 	if _, _, err := jwt.NewParser().ParseUnverified(token, claims); err != nil {
 		t.Fatalf("not a JWT: %v", err)
 	}
-	exp, err := claims.GetExpirationTime()
+	return claims
+}
+
+func jwtExp(t *testing.T, token string) time.Time {
+	t.Helper()
+	exp, err := claimsOf(t, token).GetExpirationTime()
 	if err != nil || exp == nil {
 		t.Fatalf("no exp: %v", err)
 	}
 	return exp.Time
+}
+
+// tokenTimes is a token's iat and exp.
+func tokenTimes(t *testing.T, token string) (iat, exp time.Time) {
+	t.Helper()
+	claims := claimsOf(t, token)
+	i, _ := claims.GetIssuedAt()
+	e, _ := claims.GetExpirationTime()
+	if i == nil || e == nil {
+		t.Fatal("the token has no iat or exp")
+	}
+	return i.Time, e.Time
 }
 
 func TestRegisterInfoAndPathHelp(t *testing.T) {
