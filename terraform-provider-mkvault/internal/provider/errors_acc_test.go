@@ -32,6 +32,17 @@ func TestAccServerWords(t *testing.T) {
 	})
 }
 
+// optionalPassword is var.password as the examples declare theirs: null
+// unless given.
+const optionalPassword = `
+variable "password" {
+  type      = string
+  sensitive = true
+  ephemeral = true
+  default   = null
+}
+`
+
 // TestAccPlanTimeErrors: a bad value and a missing password fail at plan,
 // before anything is written, with the attribute and the role named; a
 // null password where none is sent is fine (TestAccExample*).
@@ -40,14 +51,7 @@ func TestAccPlanTimeErrors(t *testing.T) {
 	// No password is given: the variable is null.
 	os.Unsetenv("TF_VAR_password")
 	role := func(body string) string {
-		return `
-variable "password" {
-  type      = string
-  sensitive = true
-  ephemeral = true
-  default   = null
-}
-
+		return optionalPassword + `
 resource "mkvault_role" "x" {
   email = "ci@example.com"
 ` + body + `
@@ -92,14 +96,7 @@ resource "mkvault_role" "x" {
 func TestAccRenameNeedsPassword(t *testing.T) {
 	s := newAccStack(t)
 	role := func(name string) string {
-		return `
-variable "password" {
-  type      = string
-  sensitive = true
-  ephemeral = true
-  default   = null
-}
-
+		return optionalPassword + `
 resource "mkvault_role" "x" {
   name                = "` + name + `"
   email               = "` + accEmail + `"
