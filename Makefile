@@ -64,11 +64,14 @@ provider: ## build the Terraform provider into bin/ (terraform-provider-mkvault;
 vault: ## print the vault binary used (builds Vault v1.21.0 into a cache the first time)
 	@scripts/vault-bin.sh
 
-# The three modules: the plugin, its release tools, the Terraform provider.
-MODULES := . tools $(PROVIDER)
+# The four modules: the plugin, its release tools, the Terraform provider
+# (which stands alone: it can be published from a repository of its own)
+# and the provider's acceptance suite, which runs it against this
+# repository's engine, stand-in and hostile upstream.
+MODULES := . tools $(PROVIDER) $(PROVIDER)/acceptance
 
 .PHONY: modules
-modules: ## go mod verify, and go mod tidy changes nothing, in each of the three modules
+modules: ## go mod verify, and go mod tidy changes nothing, in each of the four modules
 	@for m in $(MODULES); do \
 	  echo "== $$m"; \
 	  (cd $$m && $(GO) mod verify && $(GO) mod tidy -diff) || { echo "module $$m: run go mod tidy (or its go.sum does not verify)"; exit 1; }; \
@@ -96,7 +99,8 @@ unit: modules ## go vet, gofmt check, unit tests with -race (fuzz seeds, release
 	  if [[ -n $$unformatted ]]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 	cd tools && $(GO) vet ./... && $(GO) test -count=1 ./...
-	cd $(PROVIDER) && $(GO) vet ./... && $(GO) vet -tags acceptance ./... && $(GO) test -race -count=1 ./...
+	cd $(PROVIDER) && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	cd $(PROVIDER)/acceptance && $(GO) vet -tags acceptance ./...
 
 E2E_ENV = PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" GO="$(GO)" E2E_TIMEOUT="$(E2E_TIMEOUT)"
 

@@ -125,7 +125,7 @@ run_provider() {
 	if [[ $cli == OpenTofu* ]]; then host=registry.opentofu.org; fi
 	printf '\n== provider acceptance suite on %s with %s (%s)\n' "$name" "$cli" "$tf"
 	local start=$SECONDS
-	if (cd "$repo/terraform-provider-mkvault" && export SERVER_BIN=$2 TF_ACC_TERRAFORM_PATH=$tf && { [[ -z $host ]] || export TF_ACC_PROVIDER_HOST=$host; } &&
+	if (cd "$repo/terraform-provider-mkvault/acceptance" && export SERVER_BIN=$2 TF_ACC_TERRAFORM_PATH=$tf && { [[ -z $host ]] || export TF_ACC_PROVIDER_HOST=$host; } &&
 		"$GO" test -tags acceptance -count=1 -timeout "${E2E_TIMEOUT:-25m}" -v ${E2E_RUN:+-run "$E2E_RUN"} ./...); then
 		summary+=("$1 provider: passed on $name with $cli in $((SECONDS - start))s")
 	else

@@ -24,7 +24,7 @@ func newE2ERun(t *testing.T) *e2eRun {
 	r := &e2eRun{t: t, dir: dir, ranOn: filepath.Join(dir, "ran-on")}
 	// The fake go records each suite run: the e2e suite as the server it
 	// ran on, the provider suite as "provider:<server>:<cli>:<host>".
-	fakeGo := r.script("go", `if [[ $PWD == */terraform-provider-mkvault ]]; then
+	fakeGo := r.script("go", `if [[ $PWD == */terraform-provider-mkvault/acceptance ]]; then
   echo "provider:$SERVER_BIN:$TF_ACC_TERRAFORM_PATH:${TF_ACC_PROVIDER_HOST:-}" >>"$RAN_ON"
 else
   echo "$SERVER_BIN" >>"$RAN_ON"

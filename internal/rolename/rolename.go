@@ -1,6 +1,8 @@
-// Package rolename is the rule for a role's name, shared by the engine,
-// which enforces it, and the Terraform provider, which checks it at plan
-// time so that a bad name fails before anything is written.
+// Package rolename is the rule for a role's name, which the engine
+// enforces. The Terraform provider checks it at plan time from a copy of
+// its own (terraform-provider-mkvault/internal/rolename: the provider's
+// module does not require this one); TestProviderRoleNameRule keeps the two
+// the same.
 package rolename
 
 import "regexp"

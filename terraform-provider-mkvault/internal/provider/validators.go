@@ -7,7 +7,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 
-	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/rolename"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/terraform-provider-mkvault/internal/rolename"
 )
 
 // roleNameValidators hold a role name to the engine's own rule at plan

@@ -1,6 +1,6 @@
 //go:build acceptance
 
-package provider
+package acceptance
 
 import (
 	"fmt"

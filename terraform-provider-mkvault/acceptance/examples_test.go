@@ -1,6 +1,6 @@
 //go:build acceptance
 
-package provider
+package acceptance
 
 import (
 	"context"
@@ -147,7 +147,7 @@ func testExample(t *testing.T, name string, files []string, logins map[string]in
 func importSteps(t *testing.T, dir string, vars config.Variables, files []string) []resource.TestStep {
 	var steps []resource.TestStep
 	for _, f := range files {
-		data, err := os.ReadFile(filepath.Join("..", "..", "examples", filepath.Dir(f), "import.sh"))
+		data, err := os.ReadFile(filepath.Join("..", "examples", filepath.Dir(f), "import.sh"))
 		if err != nil {
 			continue
 		}
@@ -192,7 +192,7 @@ func exampleDir(t *testing.T, name string, files []string, edit func(string) str
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		data, err := os.ReadFile(filepath.Join("..", "..", "examples", f))
+		data, err := os.ReadFile(filepath.Join("..", "examples", f))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,13 @@
 // and the Terraform and provider log at trace level, and fails if any holds
 // a password (in any spelling leakcheck knows) or a token the stand-in
 // minted.
-package provider
+//
+// The suite is a module of its own: it imports the engine's stand-in,
+// hostile upstream and leak checker, which the provider's module must not
+// require, so that the provider builds from a repository of its own
+// (docs/development.md, "The provider's repository"). The mirror leaves it
+// out.
+package acceptance
 
 import (
 	"context"
@@ -46,6 +52,7 @@ import (
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/devserver"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/leakcheck"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/portpair"
+	mkvault "github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/terraform-provider-mkvault/internal/provider"
 )
 
 const (
@@ -53,6 +60,9 @@ const (
 	accPassword   = "pw@ 1/&=<>-Tf8mQ4vK"
 	rootToken     = "acc-root-token"
 	pluginCommand = "vault-plugin-secrets-metakraftwerk"
+	// defaultMount is the mount the provider uses when none is set, as
+	// its docs say.
+	defaultMount = "metakraftwerk"
 )
 
 func TestMain(m *testing.M) {
@@ -375,7 +385,7 @@ func (s *accStack) checks() ([]statecheck.StateCheck, resource.ConfigPlanChecks)
 // providers are the provider under test, served in-process.
 func providers() map[string]func() (tfprotov6.ProviderServer, error) {
 	return map[string]func() (tfprotov6.ProviderServer, error){
-		"mkvault": providerserver.NewProtocol6WithError(New("acc")()),
+		"mkvault": providerserver.NewProtocol6WithError(mkvault.New("acc")()),
 	}
 }
 
@@ -394,4 +404,22 @@ func devserverStatus(baseURL, token string) int {
 		return 0
 	}
 	return code
+}
+
+// The server's JSON arrives as any.
+
+func asString(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func asStrings(v any) []string {
+	list, _ := v.([]any)
+	out := make([]string, 0, len(list))
+	for _, item := range list {
+		if s, ok := item.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
