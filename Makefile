@@ -117,7 +117,7 @@ e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
 	$(E2E_ENV) E2E_RUN=TestHAClusterFailover scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: test
-test: unit lint fuzz-short provider-docs-check e2e ## unit, lint, every fuzz target briefly, the provider's registry docs, end-to-end (what CI runs)
+test: unit lint fuzz-short provider-docs-check provider-mirror-check e2e ## unit, lint, every fuzz target briefly, the provider's registry docs and mirror, end-to-end (what CI runs)
 
 .PHONY: lint
 lint: ## golangci-lint (staticcheck, gosec, errcheck, errorlint, bodyclose, noctx, govet, misspell, unparam; .golangci.yml) over the three modules
@@ -144,6 +144,19 @@ provider-docs-check: provider-docs ## the provider's examples are formatted, its
 	fi
 
 .PHONY: fuzz
+# The provider's own repository, which the Terraform and OpenTofu
+# registries read: a mirror of $(PROVIDER)/ (docs/development.md, "Releasing").
+MIRROR_DIR ?=
+
+.PHONY: provider-mirror
+provider-mirror: ## MIRROR_DIR=… VERSION=vX.Y.Z: write the provider's own repository's tree (its release workflow included) into MIRROR_DIR
+	@[[ -n "$(MIRROR_DIR)" ]] || { echo "make provider-mirror needs MIRROR_DIR (a directory outside this repository, e.g. a clone of the mirror)"; exit 1; }
+	scripts/provider-mirror.sh "$(MIRROR_DIR)" "$(VERSION)"
+
+.PHONY: provider-mirror-check
+provider-mirror-check: ## the mirror's tree, alone in an empty directory: tidy, builds, vets, tests, tfplugindocs validate, its release signed and byte-identical (make test)
+	PROVIDER_BUILD='$(PROVIDER_BUILD)' TFPLUGINDOCS='$(TFPLUGINDOCS)' scripts/provider-mirror-check.sh "$(VERSION)"
+
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@GO="$(GO)" scripts/fuzz.sh $(FUZZTIME) . ./internal/mkclient
 
@@ -200,7 +213,7 @@ release: ## VERSION=vX.Y.Z: plugin and Terraform provider zips for 6 platforms, 
 	@rm -rf $(RELEASE_FILES) # this version's files only; other versions in dist/ stay
 	$(MAKE) --no-print-directory release-tools
 	$(MAKE) --no-print-directory release-binaries PLATFORMS="$(RELEASE_PLATFORMS)" PROVIDER_BIN=$(RELEASE_BIN)/provider
-	$(TOOLS)/release package -version $(VERSION) -bin $(RELEASE_BIN) -provider-bin $(RELEASE_BIN)/provider -license $(CURDIR)/LICENSE \
+	$(TOOLS)/release package -version $(VERSION) -bin $(RELEASE_BIN) -provider-bin $(RELEASE_BIN)/provider -provider-manifest $(CURDIR)/$(PROVIDER)/terraform-registry-manifest.json -license $(CURDIR)/LICENSE \
 	  -out $(DIST) -sbom-tool $(TOOLS)/cyclonedx-gomod -gpg-key "$(GPG_KEY_ID)" \
 	  -source-commit "$(SOURCE_COMMIT)" -go-version "$$($(GO) env GOVERSION)" -plugin-build '$(GO_BUILD)' -provider-build '$(PROVIDER_BUILD)'
 	@cd $(DIST) && ls -1d $(notdir $(RELEASE_FILES)) $$(ls metakraftwerk-release-key.asc 2>/dev/null) && cat $(PLUGIN)_$(patsubst v%,%,$(VERSION))_SHA256SUMS

@@ -286,8 +286,14 @@ func checkProviderRelease(t *testing.T, distA, distB, prefix string, platforms [
 		checkZip(t, filepath.Join(distA, prefix+"_"+plat+".zip"), bin, license)
 	}
 	slices.Sort(want)
+	// The registries refuse a release whose SHA256SUMS leaves out the
+	// manifest.
 	if strings.Join(names, ",") != strings.Join(want, ",") {
-		t.Errorf("the provider's SHA256SUMS names %v, want %v", names, want)
+		t.Errorf("the provider's SHA256SUMS names %v, want %v (the manifest among them)", names, want)
+	}
+	// The manifest is the file the provider's own repository carries.
+	if own := readFile(t, filepath.Join("..", "terraform-provider-mkvault", "terraform-registry-manifest.json")); readFile(t, filepath.Join(distA, prefix+"_manifest.json")) != own {
+		t.Errorf("the release's manifest is not terraform-provider-mkvault/terraform-registry-manifest.json")
 	}
 	var manifest struct {
 		Version  int

@@ -50,6 +50,7 @@ func main() {
 		gpgKey := fs.String("gpg-key", "", "sign SHA256SUMS with this GPG key (empty: no signature)")
 		sbomTool := fs.String("sbom-tool", "cyclonedx-gomod", "the cyclonedx-gomod command")
 		providerBin := fs.String("provider-bin", "", "directory of <os>_<arch>/terraform-provider-mkvault_vX.Y.Z (empty: no provider)")
+		providerManifest := fs.String("provider-manifest", "", "the provider's terraform-registry-manifest.json (with -provider-bin)")
 		commit := fs.String("source-commit", "", "the source's git commit, for the provenance")
 		goVersion := fs.String("go-version", "", "the Go toolchain (go env GOVERSION), for the provenance")
 		pluginBuild := fs.String("plugin-build", "", "the plugin's build command, for the provenance")
@@ -60,7 +61,7 @@ func main() {
 			log.Fatalf("the provenance needs -source-commit (40 hex digits, got %q), -go-version and -plugin-build", *commit) //nolint:gosec // G706: %q quotes it; the maintainer's own argument
 		}
 		err = packageRelease(releaseSpec{version: *version, binDir: *bin, license: *license, out: *out, gpgKey: *gpgKey,
-			sbomTool: *sbomTool, providerBinDir: *providerBin,
+			sbomTool: *sbomTool, providerBinDir: *providerBin, providerManifest: *providerManifest,
 			build: buildInfo{sourceCommit: *commit, goVersion: *goVersion, pluginBuild: *pluginBuild, providerBuild: *providerBuild}})
 	case "oci":
 		_ = fs.Parse(args)

@@ -22,8 +22,10 @@ var zipTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type releaseSpec struct {
 	version, binDir, license, out, gpgKey, sbomTool string
-	// providerBinDir, when set, holds the Terraform provider's binaries.
-	providerBinDir string
+	// providerBinDir, when set, holds the Terraform provider's binaries;
+	// providerManifest is then its terraform-registry-manifest.json, the
+	// file the provider's own repository carries.
+	providerBinDir, providerManifest string
 	// build is what the provenance says of the build.
 	build buildInfo
 }
@@ -123,16 +125,6 @@ func packageRelease(r releaseSpec) error {
 	return exportKey(r.out, r.gpgKey)
 }
 
-// providerManifest is the provider release's manifest: the plugin
-// protocol it serves (terraform-plugin-framework's protocol 6).
-const providerManifest = `{
-  "version": 1,
-  "metadata": {
-    "protocol_versions": ["6.0"]
-  }
-}
-`
-
 // packageProvider writes the Terraform provider's release in the layout of
 // the registry protocol, which a filesystem_mirror also takes: a zip per
 // platform holding terraform-provider-mkvault_vX.Y.Z (and LICENSE), the
@@ -144,6 +136,11 @@ func packageProvider(r releaseSpec, license []byte) (map[string]string, error) {
 		return nil, err
 	}
 	prefix := provider + "_" + strings.TrimPrefix(r.version, "v")
+	// The manifest: the plugin protocol the provider serves.
+	manifest, err := os.ReadFile(r.providerManifest)
+	if err != nil {
+		return nil, fmt.Errorf("the provider's manifest (-provider-manifest): %w", err)
+	}
 	sums := map[string]string{}
 	for _, p := range plats {
 		name := providerBinaryName(p, r.version)
@@ -159,7 +156,7 @@ func packageProvider(r releaseSpec, license []byte) (map[string]string, error) {
 			return nil, err
 		}
 	}
-	if err := writeArtifact(r.out, prefix+"_manifest.json", []byte(providerManifest), sums); err != nil {
+	if err := writeArtifact(r.out, prefix+"_manifest.json", manifest, sums); err != nil {
 		return nil, err
 	}
 	return sums, writeSums(r.out, prefix, sums, r.gpgKey)
