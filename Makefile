@@ -120,10 +120,11 @@ e2e-ha: build ## only the 3-node raft cluster failover test (also part of e2e)
 test: unit lint fuzz-short provider-docs-check provider-mirror-check e2e ## unit, lint, every fuzz target briefly, the provider's registry docs and mirror, end-to-end (what CI runs)
 
 .PHONY: lint
-lint: ## golangci-lint (staticcheck, gosec, errcheck, errorlint, bodyclose, noctx, govet, misspell, unparam; .golangci.yml) over the three modules
+lint: ## golangci-lint (staticcheck, gosec, errcheck, errorlint, bodyclose, noctx, govet, misspell, unparam; .golangci.yml) over the four modules; actionlint, SHA pins and permissions on the GitHub workflows
 	@lint=$$(scripts/golangci-lint-bin.sh) && for m in $(MODULES); do \
 	  echo "== lint $$m"; (cd $$m && "$$lint" run --config $(CURDIR)/.golangci.yml ./...) || exit 1; \
 	done
+	@echo "== lint the GitHub workflows"; scripts/lint-workflows.sh
 
 # The provider's registry pages are generated from its schema and examples/
 # by tfplugindocs, which asks a terraform binary for the schema.
@@ -143,7 +144,6 @@ provider-docs-check: provider-docs ## the provider's examples are formatted, its
 	  echo "$(PROVIDER)/docs was not current: make provider-docs regenerated it; commit it"; exit 1; \
 	fi
 
-.PHONY: fuzz
 # The provider's own repository, which the Terraform and OpenTofu
 # registries read: a mirror of $(PROVIDER)/ (docs/development.md, "Releasing").
 MIRROR_DIR ?=
@@ -157,6 +157,7 @@ provider-mirror: ## MIRROR_DIR=… VERSION=vX.Y.Z: write the provider's own repo
 provider-mirror-check: ## the mirror's tree, alone in an empty directory: tidy, builds, vets, tests, tfplugindocs validate, its release signed and byte-identical (make test)
 	PROVIDER_BUILD='$(PROVIDER_BUILD)' TFPLUGINDOCS='$(TFPLUGINDOCS)' scripts/provider-mirror-check.sh "$(VERSION)"
 
+.PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@GO="$(GO)" scripts/fuzz.sh $(FUZZTIME) . ./internal/mkclient
 
