@@ -31,7 +31,7 @@ go build -o /dev/null .
 go vet ./...
 go test -count=1 ./...
 step "tfplugindocs validate"
-out=$(GOFLAGS= go run "$TFPLUGINDOCS" validate --provider-name mkvault 2>&1) || { printf '%s\n' "$out"; die "tfplugindocs validate failed"; }
+out=$(GOFLAGS='' go run "$TFPLUGINDOCS" validate --provider-name mkvault 2>&1) || { printf '%s\n' "$out"; die "tfplugindocs validate failed"; }
 step "actionlint on the mirror's release workflow"
 "$("$repo/scripts/actionlint-bin.sh")" -no-color .github/workflows/release.yml
 

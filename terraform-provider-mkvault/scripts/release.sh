@@ -46,4 +46,4 @@ cp "$root/terraform-registry-manifest.json" "$out/${prefix}_manifest.json"
 if [[ -n ${GPG_KEY_ID:-} ]]; then
 	gpg --batch --yes --local-user "$GPG_KEY_ID" --detach-sign --output "$out/${prefix}_SHA256SUMS.sig" "$out/${prefix}_SHA256SUMS"
 fi
-ls -1 "$out" | grep -F "${prefix}_" >&2
+printf '%s\n' "$out/${prefix}_"* >&2
