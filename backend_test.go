@@ -160,7 +160,7 @@ func setupBackend(t testing.TB, now func() time.Time) (*backend, *logical.InmemS
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
 	storage := &logical.InmemStorage{}
 	conf.StorageView = storage
-	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.0"}
+	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.4"}
 	b := newBackend(now)
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
