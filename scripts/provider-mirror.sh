@@ -16,9 +16,9 @@ version=$2
 [[ $version =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] || die "VERSION $version is not vX.Y.Z"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 src=$repo/terraform-provider-mkvault
-mkdir -p "$1"
-dir=$(cd "$1" && pwd)
+dir=$(realpath -m "$1")
 case $dir/ in "$repo"/*) die "DIR $dir is inside this repository; the mirror stands alone" ;; esac
+mkdir -p "$dir"
 
 find "$dir" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
 # What git knows of (tracked, or new and not ignored): no build output.
