@@ -252,6 +252,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	// been applied.
 	err = putConfig(ctx, req.Storage, cfg)
 	b.configChanged(oldBaseURL != cfg.BaseURL)
+	if oldBaseURL != cfg.BaseURL {
+		b.forgetStoredRejections(ctx, req.Storage, "")
+	}
 	return nil, err
 }
 
@@ -331,6 +334,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	old, readErr := effectiveConfig(ctx, req.Storage)
 	err := req.Storage.Delete(ctx, configStorageKey)
 	b.configChanged(readErr != nil || old.BaseURL != mkclient.DefaultBaseURL)
+	if readErr != nil || old.BaseURL != mkclient.DefaultBaseURL {
+		b.forgetStoredRejections(ctx, req.Storage, "")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}

@@ -36,7 +36,7 @@ func TestRoleCreateReadListDelete(t *testing.T) {
 	want := map[string]any{
 		fieldEmail: testEmail, fieldPasswordSet: true, fieldTTL: int64(3600), fieldMaxTTL: int64(7200),
 		fieldDescription: "CI of team A", fieldProjects: []string{"DEMO_PROJECT", "CI_PROJECT"},
-		fieldReuseTokens: true, fieldReuseMinRemaining: int64(1800),
+		fieldReuseTokens: true, fieldReuseMinRemaining: int64(1800), fieldMaxConcurrentLogins: defaultMaxConcurrentLogins,
 		fieldUpdatedAt: written, fieldPasswordUpdatedAt: written, fieldVerifiedAt: written,
 		fieldLastLoginAt: "", fieldLastError: "", fieldLastErrorAt: "", fieldLoginRefusedUntil: "",
 		fieldSharedTokenID: "", fieldSharedTokenExpiresAt: "",
