@@ -205,6 +205,11 @@ func (s *loginSlots) acquire(ctx context.Context, key string, limit int) (releas
 func (b *backend) attemptLogin(ctx context.Context, req gateRequest, key loginKey) (*issuedToken, error) {
 	start := time.Now()
 	release, err := b.slots.acquire(ctx, req.name+"\x00"+string(key[:])+"\x00"+req.cfg.BaseURL, req.role.loginLimit())
+	if err == nil && ctx.Err() != nil {
+		// A slot and the end of the wait at once: no login it cannot await.
+		release()
+		err = ctx.Err()
+	}
 	if err != nil {
 		return nil, waitAborted(ctx, req.name, start)
 	}

@@ -609,3 +609,24 @@ func TestRoleReadShowsTheRefusalsCause(t *testing.T) {
 		t.Fatalf("the role read shows %v", status)
 	}
 }
+
+// A reader waiting for a login slot waits within its upstream budget
+// (max_upstream_time, or here its request's deadline): it gets the
+// engine's 504, and sends no login.
+func TestGateSlotWaitIsBounded(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	busyRole(env, h, 1)
+	first, _ := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	held := h.next()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	resp, err := env.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/ci", Storage: env.storage})
+	env.record(resp, err)
+	if statusOf(resp, err) != 504 || !strings.Contains(errorText(resp, err), "did not answer within") {
+		t.Fatalf("a reader waiting for the slot: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	h.none("while the slot was taken")
+	held.release()
+	<-first
+}
