@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,15 +150,19 @@ type loginSlots struct {
 // slotGroup is the logins of one role's login at one server.
 type slotGroup struct {
 	inFlight int
+	// limit is the max_concurrent_logins of the latest caller: a role
+	// write that changes it takes effect at the next login.
+	limit int
+	// waiters wait in the order they came; a slot is handed over by
+	// closing the first one's channel, so that no reader waits while later
+	// ones go ahead.
+	waiters []chan struct{}
 	// users counts holders and waiters; the group is dropped at 0.
 	users int
-	// freed is closed, and replaced, whenever a slot frees.
-	freed chan struct{}
 }
 
-// acquire waits until fewer than limit logins of key are in flight, or ctx
-// ends (its error). The limit is the caller's: a role write that changes
-// max_concurrent_logins takes effect at the next login.
+// acquire waits until fewer than limit logins of key are in flight and
+// every earlier waiter has gone, or ctx ends (its error).
 func (s *loginSlots) acquire(ctx context.Context, key string, limit int) (release func(), err error) {
 	s.mu.Lock()
 	if s.groups == nil {
@@ -165,38 +170,60 @@ func (s *loginSlots) acquire(ctx context.Context, key string, limit int) (releas
 	}
 	g := s.groups[key]
 	if g == nil {
-		g = &slotGroup{freed: make(chan struct{})}
+		g = &slotGroup{}
 		s.groups[key] = g
 	}
 	g.users++
-	leave := func() {
-		if g.users--; g.users == 0 {
-			delete(s.groups, key)
-		}
-	}
-	for g.inFlight >= limit {
-		freed := g.freed
-		s.mu.Unlock()
-		select {
-		case <-freed:
-			s.mu.Lock()
-		case <-ctx.Done():
-			s.mu.Lock()
-			leave()
-			s.mu.Unlock()
-			return nil, ctx.Err()
-		}
-	}
-	g.inFlight++
-	s.mu.Unlock()
-	return sync.OnceFunc(func() {
+	g.limit = limit
+	release = sync.OnceFunc(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		g.inFlight--
-		close(g.freed)
-		g.freed = make(chan struct{})
-		leave()
-	}), nil
+		s.handOver(g)
+		s.leave(key, g)
+	})
+	if len(g.waiters) == 0 && g.inFlight < limit {
+		g.inFlight++
+		s.mu.Unlock()
+		return release, nil
+	}
+	turn := make(chan struct{})
+	g.waiters = append(g.waiters, turn)
+	s.handOver(g)
+	s.mu.Unlock()
+	select {
+	case <-turn:
+		return release, nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		select {
+		case <-turn:
+			// Handed a slot as the wait ended: pass it on.
+			g.inFlight--
+		default:
+			g.waiters = slices.DeleteFunc(g.waiters, func(c chan struct{}) bool { return c == turn })
+		}
+		s.handOver(g)
+		s.leave(key, g)
+		return nil, ctx.Err()
+	}
+}
+
+// handOver gives free slots to the first waiters.
+func (s *loginSlots) handOver(g *slotGroup) {
+	for len(g.waiters) > 0 && g.inFlight < g.limit {
+		g.inFlight++
+		close(g.waiters[0])
+		g.waiters = g.waiters[1:]
+	}
+}
+
+// leave drops the group when its last holder or waiter is gone.
+func (s *loginSlots) leave(key string, g *slotGroup) {
+	if g.users--; g.users == 0 {
+		delete(s.groups, key)
+	}
 }
 
 // attemptLogin logs in once with req's role and records the outcome
