@@ -3,6 +3,7 @@ package metakraftwerk
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -629,4 +630,33 @@ func TestGateSlotWaitIsBounded(t *testing.T) {
 	h.none("while the slot was taken")
 	held.release()
 	<-first
+}
+
+// refusingMemoryStorage fails every write of the stored rejection memory.
+type refusingMemoryStorage struct{ logical.Storage }
+
+func (s refusingMemoryStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if strings.HasPrefix(e.Key, loginMemoryPrefix) {
+		return errors.New("injected: storage refused the write")
+	}
+	return s.Storage.Put(ctx, e)
+}
+
+// When storage refuses the memory, the process still remembers the
+// rejection, and the server log says what will be forgotten.
+func TestGateStoredRejectionWriteFails(t *testing.T) {
+	env := newTestBackend(t)
+	env.reqStorage = refusingMemoryStorage{env.storage}
+	wrongRole(env, nil)
+	before := env.mk.Stats().FailedLogins
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); !strings.Contains(errorText(resp, err), "last tried at") {
+		t.Fatalf("the second read: %q", errorText(resp, err))
+	}
+	if n := env.mk.Stats().FailedLogins - before; n != 1 {
+		t.Fatalf("%d failed logins, want 1", n)
+	}
+	if !strings.Contains(env.logs.String(), "could not store the rejection memory of a role") {
+		t.Fatalf("the log does not say so:\n%s", env.logs.String())
+	}
 }
