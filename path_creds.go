@@ -242,9 +242,11 @@ and by the mount's max lease TTL. A token without exp is assumed to live the
 documented 20 hours and the response carries a warning.
 
 With reuse_tokens the role's current token is handed out again while it has
-reuse_min_remaining left. A login MetaKraftwerk rejects is remembered for the
-configuration's rejected_login_backoff: readers get the same error without a
-new attempt until then, or until the role is written or rotated.
+reuse_min_remaining left. At most the role's max_concurrent_logins logins
+are in flight at once; further readers wait their turn. A login MetaKraftwerk
+rejects is remembered for the configuration's rejected_login_backoff, also
+across a plugin reload: readers get the same error without a new attempt
+until then, or until the role's email or password is written.
 
 Revoking the lease contacts nothing and always succeeds: MetaKraftwerk cannot
 invalidate a token, which stays usable until it expires. A reused token stays
