@@ -170,7 +170,7 @@ func pathConfig(b *backend) []*framework.Path {
 			fieldRejectedLoginBackoff: {
 				Type: framework.TypeDurationSecond,
 				Description: fmt.Sprintf("After MetaKraftwerk rejects a role's login (401), creds reads get the same error and verify-role a 429, "+
-					"without a new attempt, for this long or until the role is written or rotated; 0 turns it off; at most %s.",
+					"without a new attempt, for this long (across plugin reloads too) or until the role's email or password is written; 0 turns it off; at most %s.",
 					formatDuration(maxRejectedLoginBackoff)),
 				Default: int(defaultRejectedLoginBackoff / time.Second),
 			},
