@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/helper/salt"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 
@@ -42,8 +43,15 @@ type backend struct {
 	now func() time.Time
 	// store is the in-memory state: client, decoded roles, shared tokens.
 	store *memStore
-	// gate coalesces every login of a role's stored login (gate.go).
-	gate singleflight.Group
+	// gate coalesces every login of a role's stored login, and slots
+	// bound those in flight at once (gate.go).
+	gate  singleflight.Group
+	slots loginSlots
+	// memoryLocks serialise reading and writing a role's stored rejection
+	// memory, and salt is that memory's, read once (loginHMAC).
+	memoryLocks []*locksutil.LockEntry
+	saltMu      sync.Mutex
+	salt        *salt.Salt
 	// loginSeq numbers logins in the order they start, so that an outcome
 	// answered late never overrides one of a login that started after it.
 	loginSeq atomic.Uint64
@@ -60,13 +68,15 @@ type backend struct {
 }
 
 func newBackend(clock func() time.Time) *backend {
-	b := &backend{now: clock, store: newMemStore(), roleLocks: locksutil.CreateLocks()}
+	b := &backend{now: clock, store: newMemStore(), roleLocks: locksutil.CreateLocks(), memoryLocks: locksutil.CreateLocks()}
 	b.metrics = newEngineMetrics(b.store.sharedTokens)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: []string{configStorageKey, roleStoragePrefix},
+			// The rejection memory is the cluster's own (gate.go).
+			LocalStorage: []string{loginMemoryPrefix, loginMemorySaltKey},
 		},
 		Paths:          framework.PathAppend(pathConfig(b), pathRoles(b), pathCreds(b), pathRotateRole(b), pathVerifyRole(b), pathMetrics(b)),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
@@ -128,6 +138,9 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		// Whether base_url changed is not known here; what a standby
 		// remembers of logins is not used anyway (logins are forwarded).
 		b.configChanged(true)
+	case strings.HasPrefix(key, loginMemoryPrefix):
+		// Read again when next needed.
+		b.store.forgetLogins(strings.TrimPrefix(key, loginMemoryPrefix))
 	case strings.HasPrefix(key, roleStoragePrefix):
 		// The login memory is keyed by the login, so it outlives this
 		// unless the role is gone.

@@ -155,10 +155,17 @@ func newTestBackend(t *testing.T, opts ...envOption) *testEnv {
 // started shuts down (cleanups run last first).
 func setupBackend(t testing.TB, now func() time.Time) (*backend, *logical.InmemStorage, *syncBuffer) {
 	t.Helper()
+	return setupBackendOn(t, now, &logical.InmemStorage{})
+}
+
+// setupBackendOn is setupBackend on the given storage: a second backend on
+// the storage of a first is the engine after a plugin reload, or on a new
+// active node.
+func setupBackendOn(t testing.TB, now func() time.Time, storage *logical.InmemStorage) (*backend, *logical.InmemStorage, *syncBuffer) {
+	t.Helper()
 	logs := &syncBuffer{}
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
-	storage := &logical.InmemStorage{}
 	conf.StorageView = storage
 	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.4"}
 	b := newBackend(now)

@@ -36,6 +36,8 @@ const (
 	fieldReuseTokens       = "reuse_tokens" //nolint:gosec // G101: a field name, not a credential
 	fieldReuseMinRemaining = "reuse_min_remaining"
 
+	fieldMaxConcurrentLogins = "max_concurrent_logins"
+
 	fieldAccessToken = "access_token"
 	fieldTokenType   = "token_type"
 	fieldExpiresAt   = "expires_at"

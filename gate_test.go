@@ -1,6 +1,13 @@
 package metakraftwerk
 
 import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -223,5 +230,433 @@ func TestGateFlightsDoNotCrossAConfigChange(t *testing.T) {
 	<-old
 	if resp, err := oldResult(); err != nil || resp.IsError() {
 		t.Fatalf("the held reader: %q", errorText(resp, err))
+	}
+}
+
+// heldMK is a server in front of the test's stand-in that holds every
+// login until the test releases it, and counts the logins in flight.
+type heldMK struct {
+	env      *testEnv
+	srv      *httptest.Server
+	arrivals chan *heldLogin
+
+	mu                  sync.Mutex
+	inFlight, maxFlight int
+	all                 []*heldLogin
+}
+
+// heldLogin is one login held at heldMK; release answers it from the
+// stand-in.
+type heldLogin struct {
+	released chan struct{}
+	release  func()
+}
+
+func (e *testEnv) holdLogins() *heldMK {
+	e.t.Helper()
+	h := &heldMK{env: e, arrivals: make(chan *heldLogin, 256)}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/authentication" {
+			l := &heldLogin{released: make(chan struct{})}
+			l.release = sync.OnceFunc(func() { close(l.released) })
+			h.mu.Lock()
+			h.inFlight++
+			h.maxFlight = max(h.maxFlight, h.inFlight)
+			h.all = append(h.all, l)
+			h.mu.Unlock()
+			h.arrivals <- l
+			<-l.released
+			defer func() {
+				h.mu.Lock()
+				h.inFlight--
+				h.mu.Unlock()
+			}()
+		}
+		e.mk.Handler().ServeHTTP(w, r)
+	}))
+	e.t.Cleanup(h.srv.Close)
+	// Before the server closes, which waits for its handlers.
+	e.t.Cleanup(func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, l := range h.all {
+			l.release()
+		}
+	})
+	e.mustWrite("config", map[string]any{fieldBaseURL: h.srv.URL})
+	return h
+}
+
+// next returns the next login to arrive.
+func (h *heldMK) next() *heldLogin {
+	h.env.t.Helper()
+	select {
+	case l := <-h.arrivals:
+		return l
+	case <-time.After(10 * time.Second):
+		h.env.t.Fatal("no login arrived")
+		return nil
+	}
+}
+
+// none fails the test if a login arrived that the test did not take.
+func (h *heldMK) none(when string) {
+	h.env.t.Helper()
+	select {
+	case l := <-h.arrivals:
+		l.release()
+		h.env.t.Fatalf("%s: a login arrived", when)
+	default:
+	}
+}
+
+func (h *heldMK) max() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.maxFlight
+}
+
+// waitForSlotWaiters returns once n goroutines wait for a login of their
+// role to end (loginSlots.acquire).
+func waitForSlotWaiters(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 8<<20)
+	for time.Now().Before(deadline) {
+		got := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, " [select") && strings.Contains(g, "(*loginSlots).acquire(") {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("fewer than %d readers ever waited for a login slot", n)
+}
+
+// readAll runs n creds reads of role ci at once and returns their
+// answers once all have ended.
+func readAll(env *testEnv, n int) (wait func() []string) {
+	answers := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+			if err == nil && resp != nil && !resp.IsError() {
+				answers <- "token"
+				return
+			}
+			answers <- fmt.Sprintf("%d %s", statusOf(resp, err), errorText(resp, err))
+		}()
+	}
+	return func() []string {
+		wg.Wait()
+		close(answers)
+		var out []string
+		for a := range answers {
+			out = append(out, a)
+		}
+		return out
+	}
+}
+
+// busyRole stores role ci with max_concurrent_logins=limit, logs in once
+// through h (so the role counts as confirmed), and then changes its
+// password in MetaKraftwerk.
+func busyRole(env *testEnv, h *heldMK, limit int) {
+	env.t.Helper()
+	env.createRole("ci", map[string]any{fieldMaxConcurrentLogins: limit, fieldVerify: false})
+	done, result := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	h.next().release()
+	<-done
+	if resp, err := result(); err != nil || resp.IsError() {
+		env.t.Fatalf("the first read: %q", errorText(resp, err))
+	}
+	env.mk.SetPassword(testEmail, "changed-in-metakraftwerk")
+	env.secrets = append(env.secrets, "changed-in-metakraftwerk")
+}
+
+// Finding 4 of issue 34: a role whose last login succeeded moments ago let
+// every reader log in on its own. Now 60 readers after a password change
+// put exactly max_concurrent_logins logins in flight, the others wait, and
+// once those are rejected no waiter logs in: 4 failed logins, no token,
+// and the next read is refused without a login.
+func TestGateBoundsABusyRole(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	busyRole(env, h, 4)
+	before := env.mk.Stats().FailedLogins
+
+	wait := readAll(env, 60)
+	held := []*heldLogin{h.next(), h.next(), h.next(), h.next()}
+	waitForSlotWaiters(t, 56)
+	h.none("with 4 logins held and 56 readers waiting")
+	for _, l := range held {
+		l.release()
+	}
+	answers := wait()
+	h.none("after the rejections")
+	for _, a := range answers {
+		if !strings.HasPrefix(a, `400 MetaKraftwerk rejected the login for role "ci": Invalid login`) {
+			t.Errorf("a reader got %q", a)
+		}
+	}
+	if n := env.mk.Stats().FailedLogins - before; n != 4 {
+		t.Fatalf("60 readers after a password change cost %d failed logins, want 4", n)
+	}
+	if h.max() != 4 {
+		t.Fatalf("%d logins were in flight at once, want 4", h.max())
+	}
+	resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+	if !strings.Contains(errorText(resp, err), "last tried at") {
+		t.Fatalf("the next read: %q", errorText(resp, err))
+	}
+	h.none("the next read")
+}
+
+// Config writes during a burst start no login beyond the bound: readers
+// after a config write that keeps base_url wait for the same slots, and
+// join the gate's flight in the air.
+func TestGateConfigWritesDuringABurst(t *testing.T) {
+	t.Run("busy role", func(t *testing.T) {
+		env := newTestBackend(t)
+		h := env.holdLogins()
+		busyRole(env, h, 2)
+		before := env.mk.Stats().FailedLogins
+		first := readAll(env, 4)
+		held := []*heldLogin{h.next(), h.next()}
+		waitForSlotWaiters(t, 2)
+		env.mustWrite("config", map[string]any{fieldRequestTimeout: "7s"})
+		env.mustWrite("config", map[string]any{fieldMaxRetries: 1})
+		// The writes cleared the role's status, so these four meet at the
+		// gate: its flight waits for a slot, the others for the flight.
+		second := readAll(env, 4)
+		waitForWaiters(t, 4)
+		waitForSlotWaiters(t, 3)
+		h.none("after two config writes")
+		for _, l := range held {
+			l.release()
+		}
+		for _, a := range append(first(), second()...) {
+			if !strings.HasPrefix(a, "400 ") {
+				t.Errorf("a reader got %q", a)
+			}
+		}
+		if n := env.mk.Stats().FailedLogins - before; n != 2 || h.max() != 2 {
+			t.Fatalf("%d failed logins, %d at once; want 2 and 2", n, h.max())
+		}
+	})
+	t.Run("unconfirmed role", func(t *testing.T) {
+		env := newTestBackend(t)
+		h := env.holdLogins()
+		wrongRole(env, nil)
+		before := env.mk.Stats().FailedLogins
+		first := readAll(env, 3)
+		held := h.next()
+		waitForWaiters(t, 3)
+		env.mustWrite("config", map[string]any{fieldRequestTimeout: "7s"})
+		second := readAll(env, 3)
+		waitForWaiters(t, 6)
+		h.none("after a config write")
+		held.release()
+		for _, a := range append(first(), second()...) {
+			if !strings.HasPrefix(a, "400 ") {
+				t.Errorf("a reader got %q", a)
+			}
+		}
+		if n := env.mk.Stats().FailedLogins - before; n != 1 {
+			t.Fatalf("%d failed logins, want 1", n)
+		}
+	})
+}
+
+// After a flight of an unconfirmed role succeeds, its waiters log in on
+// their own: at most max_concurrent_logins at once.
+func TestGateBoundsTheWaitersOfAFlight(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	env.createRole("ci", map[string]any{fieldMaxConcurrentLogins: 3, fieldVerify: false})
+	wait := readAll(env, 10)
+	flight := h.next()
+	waitForWaiters(t, 10)
+	flight.release()
+	held := []*heldLogin{h.next(), h.next(), h.next()}
+	waitForSlotWaiters(t, 6)
+	h.none("with 3 logins held")
+	for _, l := range held {
+		l.release()
+	}
+	for range 6 {
+		h.next().release()
+	}
+	for _, a := range wait() {
+		if a != "token" {
+			t.Errorf("a reader got %q", a)
+		}
+	}
+	if h.max() != 3 {
+		t.Fatalf("%d logins in flight at once, want 3", h.max())
+	}
+}
+
+// The rejection memory's until is kept in storage, under an HMAC of the
+// login: a new backend on the same storage (a plugin reload, a new active
+// node) refuses without a login until it ends; the role read shows the
+// refusal with its cause; the password is nowhere in what is stored.
+func TestGateRejectionSurvivesANewBackend(t *testing.T) {
+	env := newTestBackend(t)
+	wrongRole(env, nil)
+	before := env.mk.Stats().FailedLogins
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 400 {
+		t.Fatalf("first read: %q", errorText(resp, err))
+	}
+	for _, key := range []string{loginMemoryPrefix + "ci", loginMemorySaltKey} {
+		entry, err := env.storage.Get(context.Background(), key)
+		if err != nil || entry == nil {
+			t.Fatalf("%s not stored (%v)", key, err)
+		}
+		if strings.Contains(string(entry.Value), "changed-upstream") || strings.Contains(string(entry.Value), base64.StdEncoding.EncodeToString([]byte("changed-upstream"))) {
+			t.Fatalf("%s holds the password", key)
+		}
+	}
+
+	reload := func() {
+		b, _, _ := setupBackendOn(t, env.clock.Now, env.storage)
+		env.b = b
+	}
+	reload()
+	status := env.mustRead("roles/ci").Data
+	if status[fieldLoginRefusedUntil] == "" || !strings.Contains(status[fieldLastError].(string), "Invalid login") || status[fieldLastErrorAt] == "" {
+		t.Fatalf("after a reload the role read shows %v", status)
+	}
+	reload()
+	resp, err := env.do(logical.ReadOperation, "creds/ci", nil)
+	if msg := errorText(resp, err); !strings.HasPrefix(msg, `MetaKraftwerk rejected the login for role "ci": Invalid login (last tried at`) {
+		t.Fatalf("after a reload: %q", msg)
+	}
+	reload()
+	if resp, err := env.do(logical.UpdateOperation, "verify-role/ci", nil); statusOf(resp, err) != 429 {
+		t.Fatalf("verify-role after a reload: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	if n := env.mk.Stats().FailedLogins - before; n != 1 {
+		t.Fatalf("%d failed logins across three reloads, want 1", n)
+	}
+
+	// When it ends, the next reader logs in.
+	env.clock.Advance(defaultRejectedLoginBackoff)
+	reload()
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	if n := env.mk.Stats().FailedLogins - before; n != 2 {
+		t.Fatalf("%d failed logins after the backoff, want 2", n)
+	}
+	// A new password forgets it, in storage too.
+	env.mustWrite("roles/ci", map[string]any{fieldPassword: testPassword})
+	if entry, _ := env.storage.Get(context.Background(), loginMemoryPrefix+"ci"); entry != nil {
+		t.Fatal("the stored rejection outlived a new password")
+	}
+	reload()
+	env.mustRead("creds/ci")
+
+	// So does deleting the role.
+	env.mustWrite("roles/ci", map[string]any{fieldPassword: "changed-upstream", fieldVerify: false})
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	if entry, _ := env.storage.Get(context.Background(), loginMemoryPrefix+"ci"); entry == nil {
+		t.Fatal("not stored")
+	}
+	if _, err := env.do(logical.DeleteOperation, "roles/ci", nil); err != nil {
+		t.Fatal(err)
+	}
+	if entry, _ := env.storage.Get(context.Background(), loginMemoryPrefix+"ci"); entry != nil {
+		t.Fatal("the stored rejection outlived the role")
+	}
+}
+
+// A stored rejection is about one login at one server: another password,
+// or another base_url, does not match it.
+func TestGateStoredRejectionIsAboutItsLogin(t *testing.T) {
+	env := newTestBackend(t)
+	wrongRole(env, nil)
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	// The role's password changes underneath (as replication would write
+	// it): the stored entry no longer matches.
+	role, err := getRole(context.Background(), env.storage, "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	role.Password = testPassword
+	if err := putRole(context.Background(), env.storage, "ci", role); err != nil {
+		t.Fatal(err)
+	}
+	b, _, _ := setupBackendOn(t, env.clock.Now, env.storage)
+	env.b = b
+	env.mustRead("creds/ci")
+}
+
+// The role read shows a remembered refusal with its cause, also after a
+// config write cleared the runtime status (finding 8 of issue 34).
+func TestRoleReadShowsTheRefusalsCause(t *testing.T) {
+	env := newTestBackend(t)
+	wrongRole(env, nil)
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	env.mustWrite("config", map[string]any{fieldRequestTimeout: "7s"})
+	env.mustWrite("roles/ci", map[string]any{fieldDescription: "keeps the login", fieldVerify: false})
+	status := env.mustRead("roles/ci").Data
+	if status[fieldLoginRefusedUntil] == "" || !strings.Contains(status[fieldLastError].(string), "Invalid login") || status[fieldLastErrorAt] == "" {
+		t.Fatalf("the role read shows %v", status)
+	}
+}
+
+// A reader waiting for a login slot waits within its upstream budget
+// (max_upstream_time, or here its request's deadline): it gets the
+// engine's 504, and sends no login.
+func TestGateSlotWaitIsBounded(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	busyRole(env, h, 1)
+	first, _ := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	held := h.next()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	resp, err := env.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/ci", Storage: env.storage})
+	env.record(resp, err)
+	if statusOf(resp, err) != 504 || !strings.Contains(errorText(resp, err), "did not answer within") {
+		t.Fatalf("a reader waiting for the slot: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	h.none("while the slot was taken")
+	held.release()
+	<-first
+}
+
+// refusingMemoryStorage fails every write of the stored rejection memory.
+type refusingMemoryStorage struct{ logical.Storage }
+
+func (s refusingMemoryStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if strings.HasPrefix(e.Key, loginMemoryPrefix) {
+		return errors.New("injected: storage refused the write")
+	}
+	return s.Storage.Put(ctx, e)
+}
+
+// When storage refuses the memory, the process still remembers the
+// rejection, and the server log says what will be forgotten.
+func TestGateStoredRejectionWriteFails(t *testing.T) {
+	env := newTestBackend(t)
+	env.reqStorage = refusingMemoryStorage{env.storage}
+	wrongRole(env, nil)
+	before := env.mk.Stats().FailedLogins
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); !strings.Contains(errorText(resp, err), "last tried at") {
+		t.Fatalf("the second read: %q", errorText(resp, err))
+	}
+	if n := env.mk.Stats().FailedLogins - before; n != 1 {
+		t.Fatalf("%d failed logins, want 1", n)
+	}
+	if !strings.Contains(env.logs.String(), "could not store the rejection memory of a role") {
+		t.Fatalf("the log does not say so:\n%s", env.logs.String())
 	}
 }

@@ -170,7 +170,7 @@ func pathConfig(b *backend) []*framework.Path {
 			fieldRejectedLoginBackoff: {
 				Type: framework.TypeDurationSecond,
 				Description: fmt.Sprintf("After MetaKraftwerk rejects a role's login (401), creds reads get the same error and verify-role a 429, "+
-					"without a new attempt, for this long or until the role is written or rotated; 0 turns it off; at most %s.",
+					"without a new attempt, for this long (across plugin reloads too) or until the role's email or password is written; 0 turns it off; at most %s.",
 					formatDuration(maxRejectedLoginBackoff)),
 				Default: int(defaultRejectedLoginBackoff / time.Second),
 			},
@@ -252,6 +252,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	// been applied.
 	err = putConfig(ctx, req.Storage, cfg)
 	b.configChanged(oldBaseURL != cfg.BaseURL)
+	if oldBaseURL != cfg.BaseURL {
+		b.forgetStoredRejections(ctx, req.Storage, "")
+	}
 	return nil, err
 }
 
@@ -331,6 +334,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	old, readErr := effectiveConfig(ctx, req.Storage)
 	err := req.Storage.Delete(ctx, configStorageKey)
 	b.configChanged(readErr != nil || old.BaseURL != mkclient.DefaultBaseURL)
+	if readErr != nil || old.BaseURL != mkclient.DefaultBaseURL {
+		b.forgetStoredRejections(ctx, req.Storage, "")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}

@@ -9,8 +9,6 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 const tokenTypeBearer = "Bearer"
@@ -95,9 +93,12 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 
+	if err := b.loadRejection(ctx, req.Storage, name, role, cfg); err != nil {
+		return nil, err
+	}
 	uctx, cancel := upstreamBudget(ctx, cfg)
 	defer cancel()
-	tok, reused, err := b.credsToken(uctx, st, state, name, role, client, cfg)
+	tok, reused, err := b.credsToken(uctx, gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, storage: req.Storage, purpose: purposeCreds}, state)
 	if err != nil {
 		var remembered *loginRejection
 		if errors.As(err, &remembered) {
@@ -159,10 +160,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // credsToken returns the token for one read: what the role's state decides
 // (decide), else a login of this reader's own when the role logged in
 // recently, else the gate's login, shared by everyone at the gate.
-func (b *backend) credsToken(ctx context.Context, st stamp, state roleState, name string, role *roleEntry, client *mkclient.Client, cfg *mkConfig) (tok *issuedToken, reused bool, err error) {
-	req := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, purpose: purposeCreds}
+func (b *backend) credsToken(ctx context.Context, req gateRequest, state roleState) (tok *issuedToken, reused bool, err error) {
+	role := req.role
 	key := loginKeyOf(role)
-	v := decide(state, b.store.rejection(name, key, b.now()), role, cfg, b.now())
+	v := decide(state, b.store.rejection(req.name, key, b.now()), role, req.cfg, b.now())
 	switch {
 	case v.err != nil:
 		return nil, false, v.err
@@ -241,9 +242,11 @@ and by the mount's max lease TTL. A token without exp is assumed to live the
 documented 20 hours and the response carries a warning.
 
 With reuse_tokens the role's current token is handed out again while it has
-reuse_min_remaining left. A login MetaKraftwerk rejects is remembered for the
-configuration's rejected_login_backoff: readers get the same error without a
-new attempt until then, or until the role is written or rotated.
+reuse_min_remaining left. At most the role's max_concurrent_logins logins
+are in flight at once; further readers wait their turn. A login MetaKraftwerk
+rejects is remembered for the configuration's rejected_login_backoff, also
+across a plugin reload: readers get the same error without a new attempt
+until then, or until the role's email or password is written.
 
 Revoking the lease contacts nothing and always succeeds: MetaKraftwerk cannot
 invalidate a token, which stays usable until it expires. A reused token stays

@@ -27,6 +27,15 @@ const (
 	maxDescriptionLen        = 1024
 	maxProjects              = 100
 	maxProjectNameLen        = 256
+
+	// defaultMaxConcurrentLogins is chosen in docs/performance.md
+	// ("Concurrent logins of one role"): it keeps what a password changed
+	// upstream costs below the common lockout threshold of five failed
+	// logins, and still lets one role serve fresh reads in parallel.
+	defaultMaxConcurrentLogins = 4
+	// maxMaxConcurrentLogins is the client's idle connections per host:
+	// beyond it, parallel logins would open and close connections.
+	maxMaxConcurrentLogins = 64
 )
 
 // roleEntry is a stored role. Password never leaves storage except in the
@@ -40,6 +49,10 @@ type roleEntry struct {
 	Projects          []string      `json:"projects,omitempty"`
 	ReuseTokens       bool          `json:"reuse_tokens,omitempty"`
 	ReuseMinRemaining time.Duration `json:"reuse_min_remaining"`
+	// MaxConcurrentLogins bounds the role's logins in flight at once
+	// (loginLimit); 0, as roles stored before it existed have, is the
+	// default.
+	MaxConcurrentLogins int `json:"max_concurrent_logins,omitempty"`
 
 	// UpdatedAt is the last write, PasswordUpdatedAt the last write that set
 	// the password, VerifiedAt the last verify of the stored login that
@@ -49,23 +62,33 @@ type roleEntry struct {
 	VerifiedAt        time.Time `json:"verified_at,omitzero"`
 }
 
+// loginLimit is the most logins of the role's stored login in flight at
+// once on this node.
+func (r *roleEntry) loginLimit() int {
+	if r.MaxConcurrentLogins <= 0 {
+		return defaultMaxConcurrentLogins
+	}
+	return r.MaxConcurrentLogins
+}
+
 func (r *roleEntry) toResponseData() map[string]any {
 	projects := r.Projects
 	if projects == nil {
 		projects = []string{}
 	}
 	return map[string]any{
-		fieldEmail:             r.Email,
-		fieldPasswordSet:       r.Password != "",
-		fieldTTL:               int64(r.TTL / time.Second),
-		fieldMaxTTL:            int64(r.MaxTTL / time.Second),
-		fieldDescription:       r.Description,
-		fieldProjects:          projects,
-		fieldReuseTokens:       r.ReuseTokens,
-		fieldReuseMinRemaining: int64(r.ReuseMinRemaining / time.Second),
-		fieldUpdatedAt:         formatTime(r.UpdatedAt),
-		fieldPasswordUpdatedAt: formatTime(r.PasswordUpdatedAt),
-		fieldVerifiedAt:        formatTime(r.VerifiedAt),
+		fieldEmail:               r.Email,
+		fieldPasswordSet:         r.Password != "",
+		fieldTTL:                 int64(r.TTL / time.Second),
+		fieldMaxTTL:              int64(r.MaxTTL / time.Second),
+		fieldDescription:         r.Description,
+		fieldProjects:            projects,
+		fieldReuseTokens:         r.ReuseTokens,
+		fieldReuseMinRemaining:   int64(r.ReuseMinRemaining / time.Second),
+		fieldMaxConcurrentLogins: r.loginLimit(),
+		fieldUpdatedAt:           formatTime(r.UpdatedAt),
+		fieldPasswordUpdatedAt:   formatTime(r.PasswordUpdatedAt),
+		fieldVerifiedAt:          formatTime(r.VerifiedAt),
 	}
 }
 
@@ -73,12 +96,18 @@ func (r *roleEntry) toResponseData() map[string]any {
 // password or a token, only when and why.
 func addStatus(data map[string]any, state roleState, rejection *loginRejection, now time.Time) {
 	data[fieldLastLoginAt] = formatTime(state.lastLogin)
-	data[fieldLastError] = state.lastError
-	data[fieldLastErrorAt] = formatTime(state.lastErrorAt)
+	lastError, lastErrorAt := state.lastError, state.lastErrorAt
 	var refusedUntil time.Time
 	if rejection != nil {
 		refusedUntil = rejection.until
+		// The memory outlives the status (role writes that keep the login,
+		// config writes, a reload): the refusal always comes with its cause.
+		if !lastErrorAt.After(rejection.at) {
+			lastError, lastErrorAt = rejection.err.Error(), rejection.at
+		}
 	}
+	data[fieldLastError] = lastError
+	data[fieldLastErrorAt] = formatTime(lastErrorAt)
 	data[fieldLoginRefusedUntil] = formatTime(refusedUntil)
 	var sharedID string
 	var sharedExpires time.Time
@@ -197,6 +226,14 @@ func pathRoles(b *backend) []*framework.Path {
 						"lifetime. The floor in force is the larger of this and expiry_leeway + 1s.", formatDuration(documentedTokenLifetime)),
 					Default: int(defaultReuseMinRemaining / time.Second),
 				},
+				fieldMaxConcurrentLogins: {
+					Type: framework.TypeInt,
+					Description: fmt.Sprintf("At most this many logins of the role in flight at once on the active node, 1 to %d; further "+
+						"readers wait for one to end, within max_upstream_time, and once a login is rejected none of them logs in. "+
+						"So a password changed in MetaKraftwerk costs at most this many failed logins per rejected_login_backoff.",
+						maxMaxConcurrentLogins),
+					Default: defaultMaxConcurrentLogins,
+				},
 			},
 			ExistenceCheck: b.pathRoleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -233,14 +270,15 @@ func pathRoles(b *backend) []*framework.Path {
 }
 
 var roleResponseFields = map[string]*framework.FieldSchema{
-	fieldEmail:             {Type: framework.TypeString, Required: true},
-	fieldPasswordSet:       {Type: framework.TypeBool, Required: true},
-	fieldTTL:               {Type: framework.TypeDurationSecond, Required: true},
-	fieldMaxTTL:            {Type: framework.TypeDurationSecond, Required: true},
-	fieldDescription:       {Type: framework.TypeString, Required: true},
-	fieldProjects:          {Type: framework.TypeCommaStringSlice, Required: true},
-	fieldReuseTokens:       {Type: framework.TypeBool, Required: true},
-	fieldReuseMinRemaining: {Type: framework.TypeDurationSecond, Required: true},
+	fieldEmail:               {Type: framework.TypeString, Required: true},
+	fieldPasswordSet:         {Type: framework.TypeBool, Required: true},
+	fieldTTL:                 {Type: framework.TypeDurationSecond, Required: true},
+	fieldMaxTTL:              {Type: framework.TypeDurationSecond, Required: true},
+	fieldDescription:         {Type: framework.TypeString, Required: true},
+	fieldProjects:            {Type: framework.TypeCommaStringSlice, Required: true},
+	fieldReuseTokens:         {Type: framework.TypeBool, Required: true},
+	fieldReuseMinRemaining:   {Type: framework.TypeDurationSecond, Required: true},
+	fieldMaxConcurrentLogins: {Type: framework.TypeInt, Required: true},
 
 	fieldUpdatedAt:         {Type: framework.TypeString, Required: true, Description: "Last write of the role, RFC 3339 UTC."},
 	fieldPasswordUpdatedAt: {Type: framework.TypeString, Required: true, Description: "Last write that set the password, RFC 3339 UTC."},
@@ -326,6 +364,13 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		return nil, err
 	}
 	data := role.toResponseData()
+	// A refusal remembered in storage shows after a reload too; without a
+	// usable config there is nothing to refuse.
+	if _, cfg, err := b.client(ctx, req.Storage); err == nil {
+		if err := b.loadRejection(ctx, req.Storage, name, role, cfg); err != nil {
+			return nil, err
+		}
+	}
 	state, _ := b.store.get(name)
 	addStatus(data, state, b.store.rejection(name, loginKeyOf(role), b.now()), b.now())
 	return &logical.Response{Data: data}, nil
@@ -360,7 +405,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		if resp != nil {
 			return resp, nil
 		}
-		return nil, b.storeRole(ctx, req.Storage, name, role)
+		return nil, b.storeRole(ctx, req.Storage, name, existing, role)
 	}
 	unlock()
 
@@ -386,7 +431,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, logical.CodedError(http.StatusConflict, fmt.Sprintf(
 			"role %q was changed by another request while this write checked its login; nothing was stored. Send the write again", name))
 	}
-	return nil, b.storeRole(ctx, req.Storage, name, role)
+	return nil, b.storeRole(ctx, req.Storage, name, current, role)
 }
 
 // roleFromRequest is existing with the request's fields applied, and
@@ -456,9 +501,12 @@ func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, 
 	}
 	uctx, cancel := upstreamBudget(ctx, cfg)
 	defer cancel()
-	req := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, purpose: purposeVerify}
+	req := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, storage: s, purpose: purposeVerify}
 	var v *verification
 	if keepsLogin {
+		if err := b.loadRejection(ctx, s, name, role, cfg); err != nil {
+			return nil, err
+		}
 		v, err = b.verifyRole(uctx, req, role.Projects)
 	} else {
 		v, err = b.verifyNewLogin(uctx, req)
@@ -472,11 +520,15 @@ func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, 
 	return nil, nil
 }
 
-// storeRole puts the role and drops what the engine holds for it, whatever
-// storage answered: a put that failed may still have been applied.
-func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string, role *roleEntry) error {
+// storeRole puts the role (replacing old, nil for a new one) and drops what
+// the engine holds for it, whatever storage answered: a put that failed may
+// still have been applied. A new login starts without a stored rejection.
+func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string, old, role *roleEntry) error {
 	err := putRole(ctx, s, name, role)
 	b.store.evict(name)
+	if old != nil && (old.Email != role.Email || old.Password != role.Password) {
+		b.forgetStoredRejections(ctx, s, name)
+	}
 	return err
 }
 
@@ -540,6 +592,14 @@ func applyRoleFields(role *roleEntry, create bool, d *framework.FieldData, p *pr
 
 	if v, ok := d.GetOk(fieldReuseTokens); ok {
 		role.ReuseTokens = v.(bool)
+	}
+
+	if v, ok := d.GetOk(fieldMaxConcurrentLogins); ok {
+		if n := v.(int); n < 1 || n > maxMaxConcurrentLogins {
+			p.add(fieldMaxConcurrentLogins, "must be between 1 and %d, got %d", maxMaxConcurrentLogins, n)
+		} else {
+			role.MaxConcurrentLogins = n
+		}
 	}
 }
 
@@ -606,7 +666,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	defer b.lockRole(name)()
 	err := req.Storage.Delete(ctx, roleStoragePrefix+name)
 	b.store.evict(name)
-	b.store.forgetLogins(name)
+	b.forgetStoredRejections(ctx, req.Storage, name)
 	b.metrics.forget(name)
 	if err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)

@@ -36,7 +36,7 @@ func TestRoleCreateReadListDelete(t *testing.T) {
 	want := map[string]any{
 		fieldEmail: testEmail, fieldPasswordSet: true, fieldTTL: int64(3600), fieldMaxTTL: int64(7200),
 		fieldDescription: "CI of team A", fieldProjects: []string{"DEMO_PROJECT", "CI_PROJECT"},
-		fieldReuseTokens: true, fieldReuseMinRemaining: int64(1800),
+		fieldReuseTokens: true, fieldReuseMinRemaining: int64(1800), fieldMaxConcurrentLogins: defaultMaxConcurrentLogins,
 		fieldUpdatedAt: written, fieldPasswordUpdatedAt: written, fieldVerifiedAt: written,
 		fieldLastLoginAt: "", fieldLastError: "", fieldLastErrorAt: "", fieldLoginRefusedUntil: "",
 		fieldSharedTokenID: "", fieldSharedTokenExpiresAt: "",
@@ -184,6 +184,9 @@ func TestRoleValidation(t *testing.T) {
 		{"negative max_ttl", "ci", map[string]any{fieldMaxTTL: "-1s"}, fieldMaxTTL, false},
 		{"reuse_min_remaining over lifetime", "ci", map[string]any{fieldReuseMinRemaining: "21h"}, fieldReuseMinRemaining, false},
 		{"reuse_tokens not a bool", "ci", map[string]any{fieldReuseTokens: "perhaps"}, fieldReuseTokens, false},
+		{"max_concurrent_logins 0", "ci", map[string]any{fieldMaxConcurrentLogins: 0}, fieldMaxConcurrentLogins, false},
+		{"max_concurrent_logins over 64", "ci", map[string]any{fieldMaxConcurrentLogins: 65}, fieldMaxConcurrentLogins, false},
+		{"max_concurrent_logins not a number", "ci", map[string]any{fieldMaxConcurrentLogins: "many"}, fieldMaxConcurrentLogins, false},
 		{"empty project name", "ci", map[string]any{fieldProjects: []string{"A", " "}}, fieldProjects, false},
 		{"too many projects", "ci", map[string]any{fieldProjects: strings.Repeat("P,", 101) + "Q"}, fieldProjects, false},
 		{"huge project list", "ci", map[string]any{fieldProjects: strings.Repeat("P,", 200000)}, fieldProjects, false},

@@ -80,13 +80,16 @@ func (b *backend) pathVerifyRoleWrite(ctx context.Context, req *logical.Request,
 		return nil, err
 	}
 
+	if err := b.loadRejection(ctx, req.Storage, name, role, cfg); err != nil {
+		return nil, err
+	}
 	// No lock is held while MetaKraftwerk answers.
 	uctx, cancel := upstreamBudget(ctx, cfg)
 	defer cancel()
 	// retry_now matters only while a rejection is remembered; otherwise
 	// the check is an ordinary one, sharing the gate's flight.
 	early := d.Get(fieldRetryNow).(bool) && b.store.rejection(name, loginKeyOf(role), b.now()) != nil
-	gr := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, purpose: purposeVerify, early: early}
+	gr := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, storage: req.Storage, purpose: purposeVerify, early: early}
 	v, err := b.verifyRole(uctx, gr, role.Projects)
 	var rejection *loginRejection
 	switch {

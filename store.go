@@ -34,6 +34,9 @@ type memStore struct {
 	// forgotten only when the role is deleted, when base_url changes, and
 	// by a login that tells otherwise.
 	logins map[string]*loginMemory
+	// loaded holds the roles whose stored login memory (loadRejection)
+	// this process has read.
+	loaded map[string]bool
 
 	client    *mkclient.Client
 	clientCfg *mkConfig
@@ -87,7 +90,7 @@ type stamp struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{roles: map[string]*roleState{}, logins: map[string]*loginMemory{}}
+	return &memStore{roles: map[string]*roleState{}, logins: map[string]*loginMemory{}, loaded: map[string]bool{}}
 }
 
 // get returns a copy of what is held for the role, and the stamp under
@@ -146,14 +149,30 @@ func (s *memStore) rejection(name string, key loginKey, now time.Time) *loginRej
 	return nil
 }
 
+// rejectionIfAbout is what rejection returns, and whether the role's
+// memory is about login key at all.
+func (s *memStore) rejectionIfAbout(name string, key loginKey, now time.Time) (*loginRejection, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.logins[name]
+	if m == nil || m.key != key {
+		return nil, m == nil
+	}
+	if m.rejection != nil && now.Before(m.rejection.until) {
+		return m.rejection, true
+	}
+	return nil, true
+}
+
 // recordOutcome records the outcome of the login of key that started as
 // seq: a success (rejection nil) or a rejection. Outcomes count in the
 // order their logins started, not the order MetaKraftwerk answered them: a
 // rejection is not remembered over the success of a login that started
 // after it, and a success does not end a rejection of a later login. An
 // outcome of another login than the one remembered replaces the memory
-// only when it started later.
-func (s *memStore) recordOutcome(name string, key loginKey, seq uint64, rejection *loginRejection) {
+// only when it started later. It reports whether the remembered rejection
+// changed (set, replaced or ended).
+func (s *memStore) recordOutcome(name string, key loginKey, seq uint64, rejection *loginRejection) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.logins[name]
@@ -161,7 +180,7 @@ func (s *memStore) recordOutcome(name string, key loginKey, seq uint64, rejectio
 		m = &loginMemory{key: key}
 		s.logins[name] = m
 	} else if m.key != key {
-		return
+		return false
 	}
 	m.latest = max(m.latest, seq)
 	switch {
@@ -169,9 +188,31 @@ func (s *memStore) recordOutcome(name string, key loginKey, seq uint64, rejectio
 		m.successSeq = max(m.successSeq, seq)
 		if m.rejection != nil && m.rejection.seq < seq {
 			m.rejection = nil
+			return true
 		}
 	case seq > m.successSeq:
 		m.rejection = rejection
+		return true
+	}
+	return false
+}
+
+// isLoaded reports whether the role's stored login memory was read.
+func (s *memStore) isLoaded(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded[name]
+}
+
+// restore puts a rejection read from storage into the memory, unless this
+// process has learnt something of the role's login since, and marks the
+// role's stored memory read.
+func (s *memStore) restore(name string, key loginKey, rejection *loginRejection) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loaded[name] = true
+	if rejection != nil && s.logins[name] == nil {
+		s.logins[name] = &loginMemory{key: key, rejection: rejection}
 	}
 }
 
@@ -181,10 +222,11 @@ func (s *memStore) forgetLogins(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if name == "" {
-		s.logins = map[string]*loginMemory{}
+		s.logins, s.loaded = map[string]*loginMemory{}, map[string]bool{}
 		return
 	}
 	delete(s.logins, name)
+	delete(s.loaded, name)
 }
 
 // reset drops everything but the login memory (configuration changed,

@@ -13,7 +13,8 @@
 // each at concurrency 1 and 32, and those that reach MetaKraftwerk also with
 // the stand-in's login latency at 50 ms: p50/p95/p99 latency, reads/s,
 // upstream logins per 1,000 reads, and the plugin process's RSS after 10,000
-// creds reads. It prints a table and the targets, and writes them, with
+// creds reads; and fresh creds reads at concurrency 32 and 50 ms for
+// max_concurrent_logins from 1 to 32 (-sweep-only measures just that). It prints a table and the targets, and writes them, with
 // machine info and versions, to a results file outside git.
 package main
 
@@ -85,6 +86,7 @@ func main() {
 	repo := flag.String("repo", ".", "repository root")
 	out := flag.String("out", ".bench", "directory for the results file (outside git)")
 	scale := flag.Float64("scale", 1, "multiply the number of requests per cell")
+	sweepOnly := flag.Bool("sweep-only", false, "measure only fresh creds reads at concurrency 32 and 50 ms upstream for each max_concurrent_logins")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
@@ -104,6 +106,11 @@ func main() {
 	must(vaultWrite(st, "secret/data/bench", `{"data":{"k":"v"}}`))
 	must(vaultWrite(st, "metakraftwerk/roles/bench-fresh", `{"email":"team-a-ci@example.com","password":"demo-team-a-password"}`))
 	must(vaultWrite(st, "metakraftwerk/roles/bench-reuse", `{"email":"team-b-ci@example.com","password":"demo-team-b-password","reuse_tokens":true}`))
+	must(vaultWrite(st, "metakraftwerk/roles/bench-sweep", `{"email":"team-a-ci@example.com","password":"demo-team-a-password"}`))
+	if *sweepOnly {
+		fmt.Print(renderSweep(sweep(st, *scale)))
+		return
+	}
 
 	type scenario struct {
 		name string
@@ -172,7 +179,8 @@ func main() {
 	loadgen.Run(32, 10000, byName[scenarioFresh])
 	rssAfter := rss(pid)
 
-	report := render(st, results, targets, rssBefore, rssAfter) + renderCPU(procs, cpu)
+	sweeps := sweep(st, *scale)
+	report := render(st, results, targets, rssBefore, rssAfter, sweeps) + renderCPU(procs, cpu) + renderSweep(sweeps)
 	fmt.Print(report)
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
@@ -357,6 +365,22 @@ func vaultWrite(st *stack, path, body string) error {
 	return nil
 }
 
+// roleLoginLimit is the role's max_concurrent_logins as the engine reads it.
+func roleLoginLimit(st *stack, role string) int {
+	req, _ := http.NewRequest(http.MethodGet, st.vaultAddr+"/v1/metakraftwerk/roles/"+role, nil)
+	req.Header.Set("X-Vault-Token", st.token)
+	resp, err := client.Do(req)
+	must(err)
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			MaxConcurrentLogins int `json:"max_concurrent_logins"`
+		} `json:"data"`
+	}
+	must(json.NewDecoder(resp.Body).Decode(&body))
+	return body.Data.MaxConcurrentLogins
+}
+
 func vaultGet(st *stack, path string) error {
 	req, _ := http.NewRequest(http.MethodGet, st.vaultAddr+"/v1/"+path, nil)
 	req.Header.Set("X-Vault-Token", st.token)
@@ -459,7 +483,45 @@ func find(results []result, name string, conc, latency int) result {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
-func render(st *stack, results []result, targets map[string]time.Duration, rssBefore, rssAfter int64) string {
+// sweepRow is fresh creds reads at concurrency 32 and 50 ms upstream with
+// one max_concurrent_logins.
+type sweepRow struct {
+	limit int
+	res   result
+}
+
+// sweepLimits are the max_concurrent_logins the sweep measures.
+var sweepLimits = []int{1, 2, 4, 8, 16, 32}
+
+// sweep measures what max_concurrent_logins lets one role serve when each
+// login takes 50 ms: at most limit / 50 ms reads/s.
+func sweep(st *stack, scale float64) []sweepRow {
+	must(setLatency(st, 50*time.Millisecond))
+	defer func() { must(setLatency(st, 0)) }()
+	read := func() error { return vaultGet(st, "metakraftwerk/creds/bench-sweep") }
+	var rows []sweepRow
+	for _, limit := range sweepLimits {
+		must(vaultWrite(st, "metakraftwerk/roles/bench-sweep", fmt.Sprintf(`{"max_concurrent_logins":%d}`, limit)))
+		loadgen.Run(32, 64, read)
+		n := max(int(float64(20*limit)*scale), 64)
+		res := summarize("creds, reuse_tokens=false, bench-sweep", 32, 50*time.Millisecond, n, loadgen.Run(32, n, read))
+		log.Printf("max_concurrent_logins=%-2d c=32 upstream=50ms p50=%-9s reads/s=%.0f errors=%d", limit, res.P50.Round(time.Microsecond), res.PerSec, res.Errors)
+		rows = append(rows, sweepRow{limit, res})
+	}
+	return rows
+}
+
+func renderSweep(rows []sweepRow) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nOne role's fresh creds reads at concurrency 32, 50 ms upstream, by max_concurrent_logins:\n\n")
+	fmt.Fprintf(&b, "| max_concurrent_logins | ceiling (limit / 50 ms) | reads/s | p50 ms | p95 ms | errors |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %d | %d | %.0f | %s | %s | %d |\n", r.limit, 20*r.limit, r.res.PerSec, ms(r.res.P50), ms(r.res.P95), r.res.Errors)
+	}
+	return b.String()
+}
+
+func render(st *stack, results []result, targets map[string]time.Duration, rssBefore, rssAfter int64, sweeps []sweepRow) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# make bench, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "- machine: %s, %d CPUs, %s\n", cpuModel(), runtime.NumCPU(), memTotal())
@@ -495,7 +557,16 @@ func render(st *stack, results []result, targets map[string]time.Duration, rssBe
 	fmt.Fprintf(&b, "- fresh creds %s ms ≤ floor + direct login %s ms + 0.30 ms = %s ms: %s (floor + login + %s ms; %.2f × (floor + login); the paced floor + login is %s ms)\n",
 		ms(fresh), ms(login), ms(floor+login+300*time.Microsecond), check(fresh <= floor+login+300*time.Microsecond),
 		ms(fresh-floor-login), ratio(fresh, floor+login), ms(targets[scenarioPaced]))
-	fmt.Fprintf(&b, "- concurrency 32, 50 ms upstream, no reuse: %.0f reads/s ≥ 80%% of 640 = 512: %s\n", slow.PerSec, check(slow.PerSec >= 512))
+	// One role lets max_concurrent_logins (the default here) logins fly at
+	// once: at 50 ms each, at most limit / 50 ms reads/s.
+	limit := roleLoginLimit(st, "bench-fresh")
+	fmt.Fprintf(&b, "- concurrency 32, 50 ms upstream, no reuse, max_concurrent_logins %d (the default): %.0f reads/s ≥ 80%% of %d = %.0f: %s\n",
+		limit, slow.PerSec, 20*limit, 0.8*float64(20*limit), check(slow.PerSec >= 0.8*float64(20*limit)))
+	for _, r := range sweeps {
+		if r.limit == 32 {
+			fmt.Fprintf(&b, "- the same with max_concurrent_logins 32: %.0f reads/s ≥ 80%% of 640 = 512: %s\n", r.res.PerSec, check(r.res.PerSec >= 512))
+		}
+	}
 	fmt.Fprintf(&b, "- plugin RSS %.1f MB ≤ 40 MB after 10,000 reads: %s\n", float64(rssAfter)/1e6, check(rssAfter > 0 && rssAfter <= 40e6))
 	return b.String()
 }

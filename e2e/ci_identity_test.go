@@ -156,7 +156,11 @@ func expectRefused(t *testing.T, s *Stack, path string, refused map[string]strin
 // (the issuer is the local one) and logs in with ID tokens shaped like
 // GitHub's: the matching job gets team A's creds and not team B's; a
 // fork, another repository, a feature branch, another environment, a
-// wrong audience and an expired token are refused.
+// wrong audience and an expired token are refused, and so is each way
+// around a looser binding (issue 34): a protected release branch, a
+// protected tag, the repository created again under its name, a
+// pull_request_target job on main with environment production, another
+// workflow, and GitHub's default audience.
 func TestCIIdentityGitHub(t *testing.T) {
 	t.Parallel()
 	s, sh := ciStack(t)
@@ -165,13 +169,18 @@ func TestCIIdentityGitHub(t *testing.T) {
 	sh.run("ci-github-vault", block, sub{"ISSUER=https://token.actions.githubusercontent.com", "ISSUER=" + iss.URL}, sh.vaultIsBao())
 
 	job := jwt.MapClaims{
-		"aud":              "https://github.com/acme",
-		"sub":              "repo:acme/team-a-app:environment:production",
-		"repository":       "acme/team-a-app",
-		"repository_owner": "acme",
-		"ref":              "refs/heads/main",
-		"job_workflow_ref": "acme/team-a-app/.github/workflows/deploy.yml@refs/heads/main",
-		"environment":      "production",
+		"aud":                 "https://vault.example.com",
+		"sub":                 "repo:acme/team-a-app:environment:production",
+		"repository":          "acme/team-a-app",
+		"repository_id":       "123456789",
+		"repository_owner":    "acme",
+		"repository_owner_id": "987654",
+		"ref":                 "refs/heads/main",
+		"ref_type":            "branch",
+		"event_name":          "push",
+		"workflow_ref":        "acme/team-a-app/.github/workflows/deploy.yml@refs/heads/main",
+		"job_workflow_ref":    "acme/team-a-app/.github/workflows/deploy.yml@refs/heads/main",
+		"environment":         "production",
 	}
 	tok, err := ciLogin(s, "github-actions", iss.idToken(t, job))
 	if err != nil {
@@ -188,6 +197,17 @@ func TestCIIdentityGitHub(t *testing.T) {
 		"a wrong audience":     iss.idToken(t, with(job, jwt.MapClaims{"aud": "https://github.com/other"})),
 		"an expired token":     iss.idToken(t, with(job, jwt.MapClaims{"iat": long.Add(-time.Hour).Unix(), "nbf": long.Add(-time.Hour).Unix(), "exp": long.Unix()})),
 		"another issuer's key": newOIDCIssuer(t).idToken(t, with(job, jwt.MapClaims{"iss": iss.URL})),
+
+		"a protected release/2.0 branch": iss.idToken(t, with(job, jwt.MapClaims{"ref": "refs/heads/release/2.0",
+			"workflow_ref": "acme/team-a-app/.github/workflows/deploy.yml@refs/heads/release/2.0", "job_workflow_ref": "acme/team-a-app/.github/workflows/deploy.yml@refs/heads/release/2.0"})),
+		"a protected tag": iss.idToken(t, with(job, jwt.MapClaims{"ref": "refs/tags/v2.0", "ref_type": "tag",
+			"workflow_ref": "acme/team-a-app/.github/workflows/deploy.yml@refs/tags/v2.0", "job_workflow_ref": "acme/team-a-app/.github/workflows/deploy.yml@refs/tags/v2.0"})),
+		"the repository created again under its name":                   iss.idToken(t, with(job, jwt.MapClaims{"repository_id": "123456790"})),
+		"the owner created again under its name":                        iss.idToken(t, with(job, jwt.MapClaims{"repository_id": "123456791", "repository_owner_id": "987655"})),
+		"a pull_request_target job on main with environment production": iss.idToken(t, with(job, jwt.MapClaims{"event_name": "pull_request_target"})),
+		"another workflow of the repository": iss.idToken(t, with(job, jwt.MapClaims{
+			"workflow_ref": "acme/team-a-app/.github/workflows/lint.yml@refs/heads/main", "job_workflow_ref": "acme/team-a-app/.github/workflows/lint.yml@refs/heads/main"})),
+		"GitHub's default audience": iss.idToken(t, with(job, jwt.MapClaims{"aud": "https://github.com/acme"})),
 	})
 }
 
@@ -195,7 +215,9 @@ func TestCIIdentityGitHub(t *testing.T) {
 // script lines as written, with an ID token shaped like GitLab's in
 // VAULT_ID_TOKEN: the job ends with a working MetaKraftwerk token; team B's
 // creds are refused to it; an unprotected ref, another project, a wrong
-// audience and an expired token get no Vault token.
+// audience and an expired token get no Vault token, nor do the ways around
+// binding ref_protected alone (issue 34): a protected release branch, a
+// protected tag, and the project created again under its path.
 func TestCIIdentityGitLab(t *testing.T) {
 	t.Parallel()
 	s, sh := ciStack(t)
@@ -208,6 +230,7 @@ func TestCIIdentityGitLab(t *testing.T) {
 		"sub":            "project_path:acme/team-a-app:ref_type:branch:ref:main",
 		"namespace_path": "acme",
 		"project_path":   "acme/team-a-app",
+		"project_id":     "4242",
 		"ref":            "main",
 		"ref_type":       "branch",
 		"ref_protected":  "true",
@@ -236,5 +259,9 @@ func TestCIIdentityGitLab(t *testing.T) {
 		"a fork":                iss.idToken(t, with(job, jwt.MapClaims{"project_path": "mallory/team-a-app", "namespace_path": "mallory", "sub": "project_path:mallory/team-a-app:ref_type:branch:ref:main"})),
 		"a wrong audience":      iss.idToken(t, with(job, jwt.MapClaims{"aud": "https://gitlab.example.com"})),
 		"an expired token":      iss.idToken(t, with(job, jwt.MapClaims{"iat": long.Add(-time.Hour).Unix(), "nbf": long.Add(-time.Hour).Unix(), "exp": long.Unix()})),
+
+		"a protected release/2.0 branch":           iss.idToken(t, with(job, jwt.MapClaims{"ref": "release/2.0", "sub": "project_path:acme/team-a-app:ref_type:branch:ref:release/2.0"})),
+		"a protected tag":                          iss.idToken(t, with(job, jwt.MapClaims{"ref": "v2.0", "ref_type": "tag", "sub": "project_path:acme/team-a-app:ref_type:tag:ref:v2.0"})),
+		"the project created again under its path": iss.idToken(t, with(job, jwt.MapClaims{"project_id": "4243"})),
 	})
 }

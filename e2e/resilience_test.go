@@ -162,13 +162,21 @@ func TestPersistentRestart(t *testing.T) {
 // loopback, the plugin in every node's plugin directory. Creds read through
 // each standby work with one login each, and a standby-minted lease revokes
 // through the standby; after kill -9 of the active node a new leader is
-// elected and reads through the survivors resume. The gap is measured and
-// reported (goal < 15 s).
+// elected and reads through the survivors resume, and a rejection the old
+// leader remembered still refuses without a login (it is read back from
+// storage). The gap is measured and reported (goal < 15 s).
 func TestHAClusterFailover(t *testing.T) {
 	t.Parallel()
 	s := NewStack(t, StackOptions{Storage: "raft", Nodes: 3})
 	s.MustCLI("write", mount+"/config", "expiry_leeway=90s")
 	s.CreateRole("team-a-ci", teamAEmail, teamAPassword, "description=replicated")
+	const stale = "stale-password-of-team-a-3c4d"
+	s.addSecret(stale)
+	s.CreateRole("stale", teamAEmail, stale, "verify=false")
+	if _, errOut, err := s.CLI("read", mount+"/creds/stale"); err == nil || !strings.Contains(errOut, "Invalid login") {
+		t.Fatalf("a wrong password was not rejected: %v\n%s", err, errOut)
+	}
+	failedBefore := s.MK.Stats().FailedLogins
 
 	active := s.Nodes[0]
 	// Creds through each standby: on Vault the standby forwards the request;
@@ -252,6 +260,12 @@ func TestHAClusterFailover(t *testing.T) {
 		if out, errOut, err := s.CLIAt(n, s.Token, "read", "-field=access_token", mount+"/creds/team-a-ci"); err != nil || !jwtRe.MatchString(out) {
 			t.Errorf("creds through %s after failover: %v\n%s", n.Name, err, errOut)
 		}
+	}
+	if _, errOut, err := s.CLI("read", mount+"/creds/stale"); err == nil || !strings.Contains(errOut, "last tried at") {
+		t.Errorf("the new leader forgot the remembered rejection: %v\n%s", err, errOut)
+	}
+	if n := s.MK.Stats().FailedLogins - failedBefore; n != 0 {
+		t.Errorf("the new leader sent %d failed logins for a remembered rejection", n)
 	}
 	if gap > 15*time.Second {
 		t.Logf("NOTE: failover gap %s exceeds the 15 s goal", gap.Round(time.Millisecond))
