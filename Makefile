@@ -61,7 +61,7 @@ provider: ## build the Terraform provider into bin/ (terraform-provider-mkvault;
 	cd $(PROVIDER) && $(PROVIDER_BUILD) -o $(BIN)/$(PROVIDER) .
 
 .PHONY: vault
-vault: ## print the vault binary used (builds Vault v1.21.4 into a cache the first time)
+vault: ## print the vault binary used (builds Vault v1.21.0 into a cache the first time)
 	@scripts/vault-bin.sh
 
 # The four modules: the plugin, its release tools, the Terraform provider
@@ -105,11 +105,11 @@ unit: modules ## go vet, gofmt check, unit tests with -race (fuzz seeds, release
 E2E_ENV = PLUGIN_BIN="$(BIN)/$(PLUGIN)" PLUGIN_VERSION="$(VERSION)" GO="$(GO)" E2E_TIMEOUT="$(E2E_TIMEOUT)"
 
 .PHONY: e2e
-e2e: build ## end-to-end suite on Vault v1.21.4, plus OpenBao when a bao binary is found
+e2e: build ## end-to-end suite on Vault v1.21.0, plus OpenBao when a bao binary is found
 	$(E2E_ENV) scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: e2e-matrix
-e2e-matrix: build ## end-to-end suite on Vault v1.21.4, Vault v1.19.5 (LTS) and OpenBao; fails unless all ran
+e2e-matrix: build ## end-to-end suite on Vault v1.21.0, Vault v1.19.5 (LTS) and OpenBao; fails unless all ran
 	$(E2E_ENV) scripts/e2e.sh vault vault-lts openbao
 
 .PHONY: e2e-ha

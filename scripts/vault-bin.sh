@@ -6,7 +6,7 @@
 #   2. `vault` on PATH, if it is at least v1.15 and, when VAULT_LINE is set
 #      (e.g. 1.21), of that line (skipped when VAULT_BUILD_VERSION asks for
 #      a specific version);
-#   3. Vault $VAULT_BUILD_VERSION (default v1.21.4) built from the Go module
+#   3. Vault $VAULT_BUILD_VERSION (default v1.21.0) built from the Go module
 #      proxy into a cache directory outside the repository, reused later.
 #
 # The build is idempotent and safe to run in parallel with itself: builders
@@ -15,7 +15,7 @@
 # messages go to stderr.
 set -euo pipefail
 
-VAULT_VERSION="${VAULT_BUILD_VERSION:-v1.21.4}"
+VAULT_VERSION="${VAULT_BUILD_VERSION:-v1.21.0}"
 MIN_MAJOR=1
 MIN_MINOR=15
 CACHE_ROOT="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-metakraftwerk}"

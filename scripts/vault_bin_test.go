@@ -70,7 +70,7 @@ func newBuildEnv(t *testing.T) *buildEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.Chmod(filepath.Join(dir, "src"), 0o755) })
-	e.vault = append([]byte("#!/bin/sh\n[ \"$1\" = version ] && echo 'Vault v1.21.4 (fake), built 2025-11-28'\nexit 0\n"),
+	e.vault = append([]byte("#!/bin/sh\n[ \"$1\" = version ] && echo 'Vault v1.21.0 (fake), built 2025-11-28'\nexit 0\n"),
 		bytes.Repeat([]byte("# padding\n"), 100_000)...)
 	e.vault = append(e.vault, []byte("# end\n")...)
 	write(filepath.Join(dir, "fake-vault"), e.vault, 0o644)
@@ -100,7 +100,7 @@ func (e *buildEnv) run() (stdout, stderr string, err error) {
 	return out.String(), errOut.String(), err
 }
 
-func (e *buildEnv) target() string { return filepath.Join(e.cache, "vault-v1.21.4", "vault") }
+func (e *buildEnv) target() string { return filepath.Join(e.cache, "vault-v1.21.0", "vault") }
 
 // builds counts the stub's `go build` calls.
 func (e *buildEnv) builds() int {
@@ -144,7 +144,7 @@ func TestVaultBinBuilds(t *testing.T) {
 	if got := events(); got != nil && (len(got) != 1 || got[0] != "moved in") {
 		t.Errorf("the target was %v; an atomic install only moves it in", got)
 	}
-	if !strings.Contains(stderr, "built Vault v1.21.4 (fake)") {
+	if !strings.Contains(stderr, "built Vault v1.21.0 (fake)") {
 		t.Errorf("no build summary on stderr:\n%s", stderr)
 	}
 	e.assertClean()
