@@ -199,6 +199,9 @@ func TestMalformedTokenIsAFailedLogin(t *testing.T) {
 	}
 }
 
+// fuzzLogin is a good login answer's body of 132 bytes, ids and all.
+const fuzzLogin = `{"accessToken":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3IiwianRpIjoiaiJ9.c2ln","user":{"id":"u-7"},"pad":"` + "0123456789012345678901234567890" + `"}`
+
 // fuzzPassword is the login the fuzzed upstream is sent; mixed case, so
 // that its lower-cased and hex spellings are their own.
 const fuzzPassword = "Fz-Pw_Secret9Q"
@@ -221,6 +224,11 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"name\":\"\",\"message\":\"\",\"className\":\"\"}",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
 		"HTTP/1.0 503 Service Unavailable\r\n\r\n",
+		// A good login answer followed, past its Content-Length, by
+		// another answer (net/http logs such bytes by itself).
+		"HTTP/1.1 201 Created\r\nContent-Length: 132\r\n\r\n" + fuzzLogin + "HTTP/1.1 200 \r\nX-Echo: \r\n\r\n",
+		// A token whose signature carries more than base64url.
+		"HTTP/1.1 201 Created\r\nContent-Length: 71\r\n\r\n{\"accessToken\":\"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2ln\\u001b]52;c;\"}",
 	} {
 		at := uint16(strings.IndexAny(seed, " :{.") + 1)
 		f.Add([]byte(seed), at, at+5, uint16(len(seed)), false)

@@ -25,6 +25,7 @@ func FuzzDecodeLoginResponse(f *testing.F) {
 	f.Add([]byte(`{"accessToken":null,"user":{"id":[1]}}`))
 	f.Add([]byte(`{"accessToken":"  x  ","user":null}`))
 	f.Add([]byte(`{"accessToken":"eyJhbGciOiJIUzI1NiIsInR5cCI6ImFjY2VzcyJ9.eyJleHAiOjE4MDAwMDAwMDAsInN1YiI6IjcifQ.c2ln","user":{"email":"a@b.c"}}`))
+	f.Add([]byte(`{"accessToken":"eyJhbGciOiJIUzI1NiJ9.e30.c2ln\u001b]52;c;eA==\u0007\n::warning::x"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		res, err := decodeLoginResponse(body)
 		if err != nil {
@@ -35,6 +36,11 @@ func FuzzDecodeLoginResponse(f *testing.F) {
 		}
 		if res.AccessToken == "" || strings.TrimSpace(res.AccessToken) != res.AccessToken {
 			t.Fatalf("accepted an empty or untrimmed token %q", res.AccessToken)
+		}
+		// Only three base64url segments are ever handed out.
+		parts := strings.Split(res.AccessToken, ".")
+		if len(parts) != 3 || !isBase64URL(parts[0]) || !isBase64URL(parts[1]) || !isBase64URL(parts[2]) {
+			t.Fatalf("accepted a token that is not three base64url segments: %q", res.AccessToken)
 		}
 	})
 }
