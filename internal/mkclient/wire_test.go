@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,10 @@ func TestWireHTTP2FaultsSendNoExtraLogins(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatalf("login over HTTP/1.1 failed: %v", err)
+			}
+			// The TLS to a proxy uses the same config: no h2 there either.
+			if protos := c.wire.t.TLSClientConfig.NextProtos; slices.Contains(protos, "h2") {
+				t.Fatalf("the client offers %v by ALPN", protos)
 			}
 		})
 	}
