@@ -408,7 +408,7 @@ func (s *Server) serve() {
 func (s *Server) handle(conn net.Conn) {
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if tc, ok := conn.(*tls.Conn); ok && s.cfg.HTTP2 != NoHTTP2 {
-		if tc.Handshake() != nil {
+		if tc.HandshakeContext(context.Background()) != nil {
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {

@@ -427,8 +427,7 @@ func jsonText(raw []byte, limit int) string {
 // alphabet without padding, as a JWT's segments are.
 func isBase64URL(seg string) bool {
 	for i := 0; i < len(seg); i++ {
-		c := seg[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if c := seg[i]; !isAlnum(c) && c != '-' && c != '_' {
 			return false
 		}
 	}

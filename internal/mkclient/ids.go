@@ -13,7 +13,7 @@ const (
 	NotAnID = "(not shown: not an id)"
 	// IDEchoesPassword replaces an id that holds a spelling of the
 	// login's password.
-	IDEchoesPassword = "(not shown: it spells the login's password)"
+	IDEchoesPassword = "(not shown: it spells the login's password)" //nolint:gosec // G101: a fixed word, not a credential
 	// MaxIDLen is the longest id shown.
 	MaxIDLen = 64
 )
@@ -42,12 +42,16 @@ func idShape(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("._:-", c) >= 0) {
+		if c := s[i]; !isAlnum(c) && strings.IndexByte("._:-", c) < 0 {
 			return false
 		}
 	}
 	return true
+}
+
+// isAlnum reports whether c is an ASCII letter or digit.
+func isAlnum(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 }
 
 // ProjectID is what a reader is shown of an id MetaKraftwerk sent (the
