@@ -5,11 +5,11 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/rolename"
 )
 
@@ -93,16 +93,13 @@ func validateRoleName(name string) string {
 	return ""
 }
 
-// unsafeText reports the first rune of s that would let a stored text
-// rewrite what a reader sees where it is shown (a terminal, a log, the UI):
-// a control character (NUL, ESC of an ANSI sequence, a newline) or a
-// bidirectional override or isolate (U+202A–U+202E, U+2066–U+2069). It
-// returns a problem naming the rune and where, or "".
+// unsafeText reports, naming the rune and where, the first rune of s that
+// would let a stored text rewrite what a reader sees where it is shown
+// (mkclient.UnsafeRune: control, format and bidirectional characters and
+// the line separators), or "".
 func unsafeText(s string) string {
-	for i, r := range s {
-		if unicode.IsControl(r) || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069') {
-			return fmt.Sprintf("must not contain control characters or bidirectional overrides (U+%04X at byte %d)", r, i)
-		}
+	if r, i, ok := mkclient.UnsafeRune(s); ok {
+		return fmt.Sprintf("must not contain control, format or bidirectional characters or line separators (U+%04X at byte %d)", r, i)
 	}
 	return ""
 }

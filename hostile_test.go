@@ -11,6 +11,7 @@ import (
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/hostile"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/leakcheck"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
 
 // hostilePassword has upper and lower case, so that its lower-cased and
@@ -125,7 +126,81 @@ var hostileCategory = map[hostile.Mode]string{
 	hostile.RedirectHex:      "a redirect to another host",
 	hostile.Feathers:         `MetaKraftwerk rejected the login for role "victim": (message withheld)`,
 	hostile.ProjectsEcho:     `listing the projects of role "victim" failed: MetaKraftwerk gave no usable answer to the list projects request`,
+	hostile.BadToken:         `the accessToken in MetaKraftwerk's login answer is not a JWT (malformed`,
 }
+
+// idPasswords are logins of 8, 129 and 1024 characters (the longest a role
+// takes), each of the alphabet of an id, so that only the projection's
+// look at the password can keep the short one's echo out.
+var idPasswords = []string{"Pw-7xQz9", "Pw-" + strings.Repeat("7xQz9", 25) + "K", "Pw-" + strings.Repeat("7xQz9", 204) + "K"}
+
+// An upstream that spells the password into user.id, jti and sub (as
+// sent, half of it, upper-cased, base64), for passwords of 8, 129 and 1024
+// characters: creds, verify-role and the role read (shared_token_id, which
+// the mkvault_role data source puts into Terraform state) show each id
+// only as a fixed word, and no sink (answers, errors, the log) holds the
+// password in any spelling (the environment's leak check at cleanup).
+func TestUpstreamIDsLeaveThroughTheProjection(t *testing.T) {
+	for _, mode := range hostile.IDModes {
+		for _, password := range idPasswords {
+			t.Run(fmt.Sprintf("%s/%d", mode, len(password)), func(t *testing.T) {
+				t.Parallel()
+				srv, err := hostile.Start(mode)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer srv.Close()
+				env := newTestBackend(t)
+				env.secrets = append(env.secrets, password, loginBody(testEmail, password))
+				env.mustWrite("config", map[string]any{fieldBaseURL: srv.URL, fieldMaxRetries: 0})
+				env.mustWrite("roles/victim", map[string]any{fieldEmail: testEmail, fieldPassword: password,
+					fieldProjects: "CI_PROJECT", fieldReuseTokens: true})
+				shown := []any{}
+				creds := env.mustRead("creds/victim").Data
+				shown = append(shown, creds[fieldUserID], creds[fieldTokenID])
+				verify := env.mustWrite("verify-role/victim", map[string]any{fieldRetryNow: true}).Data
+				shown = append(shown, verify[fieldUserID])
+				shown = append(shown, env.mustRead("roles/victim").Data[fieldSharedTokenID])
+				for i, v := range shown {
+					if v != mkclient.NotAnID && v != mkclient.IDEchoesPassword {
+						t.Errorf("id %d is shown as %q, want a fixed word", i, v)
+					}
+				}
+				if len(srv.Tokens()) == 0 {
+					t.Fatal("no login reached the upstream")
+				}
+			})
+		}
+	}
+}
+
+// A token that is not three base64url segments (here: its signature
+// carries a terminal escape, a newline, a CI command and a bidirectional
+// override) is never handed out: a 502 in the engine's words, and a
+// failed login in the metrics.
+func TestMalformedTokenIsAFailedLogin(t *testing.T) {
+	srv, err := hostile.Start(hostile.BadToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	env := newTestBackend(t)
+	env.mustWrite("config", map[string]any{fieldBaseURL: srv.URL, fieldMaxRetries: 0})
+	env.mustWrite("roles/victim", map[string]any{fieldEmail: testEmail, fieldPassword: hostilePassword, fieldVerify: false})
+	env.secrets = append(env.secrets, hostilePassword)
+	resp, err := env.do(logical.ReadOperation, "creds/victim", nil)
+	want := `getting a MetaKraftwerk token for role "victim" failed: the accessToken in MetaKraftwerk's login answer is not a JWT (malformed: expected three base64url segments with JSON header and claims)`
+	if statusOf(resp, err) != 502 || errorText(resp, err) != want {
+		t.Fatalf("%d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	metrics := string(env.mustRead("metrics").Data[logical.HTTPRawBody].([]byte))
+	if !strings.Contains(metrics, `metakraftwerk_logins_total{outcome="error",purpose="creds",role="victim"} 1`) {
+		t.Fatalf("the login is not counted as failed:\n%s", metrics)
+	}
+}
+
+// fuzzLogin is a good login answer's body of 132 bytes, ids and all.
+const fuzzLogin = `{"accessToken":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3IiwianRpIjoiaiJ9.c2ln","user":{"id":"u-7"},"pad":"` + "0123456789012345678901234567890" + `"}`
 
 // fuzzPassword is the login the fuzzed upstream is sent; mixed case, so
 // that its lower-cased and hex spellings are their own.
@@ -149,6 +224,11 @@ func FuzzUpstreamAnswer(f *testing.F) {
 		"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"name\":\"\",\"message\":\"\",\"className\":\"\"}",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
 		"HTTP/1.0 503 Service Unavailable\r\n\r\n",
+		// A good login answer followed, past its Content-Length, by
+		// another answer (net/http logs such bytes by itself).
+		"HTTP/1.1 201 Created\r\nContent-Length: 132\r\n\r\n" + fuzzLogin + "HTTP/1.1 200 \r\nX-Echo: \r\n\r\n",
+		// A token whose signature carries more than base64url.
+		"HTTP/1.1 201 Created\r\nContent-Length: 71\r\n\r\n{\"accessToken\":\"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2ln\\u001b]52;c;\"}",
 	} {
 		at := uint16(strings.IndexAny(seed, " :{.") + 1)
 		f.Add([]byte(seed), at, at+5, uint16(len(seed)), false)

@@ -150,7 +150,7 @@ func TestRoleInputHygieneKeepsStoredValues(t *testing.T) {
 	}
 	env.mustRead("creds/ci")
 	resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldDescription: "new\x1b[31m"})
-	want := "description: must not contain control characters or bidirectional overrides (U+001B at byte 3)"
+	want := "description: must not contain control, format or bidirectional characters or line separators (U+001B at byte 3)"
 	if statusOf(resp, err) != 400 || errorText(resp, err) != want {
 		t.Fatalf("%d %q, want %q", statusOf(resp, err), errorText(resp, err), want)
 	}
@@ -740,4 +740,33 @@ func (c *countingStorage) Get(ctx context.Context, key string) (*logical.Storage
 	c.gets[key]++
 	c.mu.Unlock()
 	return c.Storage.Get(ctx, key)
+}
+
+// Every bidirectional control, the line and paragraph separators and the
+// format characters (zero-width, tag, soft hyphen, BOM) are refused in
+// each text field, with the rune and its place; nothing is stored.
+func TestRoleTextRefusesFormatAndBidiCharacters(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldDescription: "kept"})
+	for _, r := range []rune{'\u061c', '\u200e', '\u200f', '\u202a', '\u202e', '\u2066', '\u2069', '\u2028', '\u2029',
+		'\u200b', '\u200c', '\u200d', '\u2060', '\ufeff', '\u00ad', '\U000e0041', '\U000e007f'} {
+		for _, tt := range []struct {
+			field, value, prefix string
+		}{
+			// Inside the value: U+2028 and U+2029 are also space, which
+			// trimming would take off the ends.
+			{fieldDescription, "a" + string(r) + "b", "description: "},
+			{fieldEmail, "c" + string(r) + "i@example.com", "email: "},
+			{fieldProjects, "CI_PROJECT,a" + string(r) + "b", "projects: entry 2 "},
+		} {
+			resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{tt.field: tt.value})
+			want := fmt.Sprintf("%smust not contain control, format or bidirectional characters or line separators (U+%04X at byte 1)", tt.prefix, r)
+			if statusOf(resp, err) != 400 || errorText(resp, err) != want {
+				t.Errorf("%s with U+%04X: %d %q, want %q", tt.field, r, statusOf(resp, err), errorText(resp, err), want)
+			}
+		}
+	}
+	if got := env.mustRead("roles/ci").Data; got[fieldDescription] != "kept" || got[fieldEmail] != testEmail {
+		t.Fatalf("a refused write changed the role: %v", got)
+	}
 }

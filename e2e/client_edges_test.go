@@ -15,12 +15,18 @@ import (
 // TestLoopbackSpellingsBypassPluginProxy: with HTTP_PROXY in the plugin's
 // environment, a loopback base_url in any spelling is normalised and the
 // login (password included) goes to the stand-in directly, never through
-// the proxy in clear text.
+// the proxy in clear text. A remote base_url goes through it, and its
+// refusal of the tunnel (407) is named as the proxy's.
 func TestLoopbackSpellingsBypassPluginProxy(t *testing.T) {
 	t.Parallel()
 	var proxied atomic.Int64
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		proxied.Add(1)
+		if r.Method == http.MethodConnect {
+			w.Header().Set("Proxy-Authenticate", `Basic realm="proxy"`)
+			w.WriteHeader(http.StatusProxyAuthRequired)
+			return
+		}
 		w.WriteHeader(http.StatusBadGateway)
 	}))
 	defer proxy.Close()
@@ -40,8 +46,13 @@ func TestLoopbackSpellingsBypassPluginProxy(t *testing.T) {
 	}
 	// The proxy is in the plugin's environment: a remote https base_url uses it.
 	s.MustCLI("write", mount+"/config", "base_url=https://mk.example.invalid", "max_retries=0")
-	if _, _, err := s.CLI("read", mount+"/creds/team-a-ci"); err == nil || proxied.Load() == 0 {
+	_, errOut, err := s.CLI("read", mount+"/creds/team-a-ci")
+	if err == nil || proxied.Load() == 0 {
 		t.Fatalf("the proxy stand-in was never consulted (%v); the test proves nothing", err)
+	}
+	// Its refusal of the tunnel is named as the proxy's, not MetaKraftwerk's.
+	if want := "the proxy refused the connection to mk.example.invalid (HTTP 407)"; !strings.Contains(errOut, want) {
+		t.Errorf("creds through a refusing proxy: %s, want %q", errOut, want)
 	}
 }
 

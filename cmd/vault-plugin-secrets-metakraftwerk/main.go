@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -43,8 +44,34 @@ func logLevel() hclog.Level {
 	return hclog.Info
 }
 
+// libraryLine is what the plugin logs in place of a line a library wrote
+// to Go's standard logger.
+const libraryLine = "a library wrote a log line of its own; its text is not shown, as it may quote what MetaKraftwerk sent"
+
+// silenceStdLog routes Go's standard logger, which the plugin itself never
+// uses, to a fixed line at debug. Libraries write there on their own:
+// net/http quotes up to 4 KiB of what an upstream sent on an idle
+// connection ("Unsolicited response received on idle HTTP channel starting
+// with ..."), and http2 its frames under GODEBUG=http2debug. The plugin's
+// stderr is the server's log, so those bytes (a password or token an
+// upstream echoes) would reach it; only the engine decides what is logged.
+func silenceStdLog(logger hclog.Logger) {
+	log.SetFlags(0)
+	log.SetPrefix("")
+	log.SetOutput(libraryLog{logger})
+}
+
+// libraryLog drops what it is given and logs libraryLine instead.
+type libraryLog struct{ logger hclog.Logger }
+
+func (l libraryLog) Write(p []byte) (int, error) {
+	l.logger.Debug(libraryLine)
+	return len(p), nil
+}
+
 func main() {
 	logger := hclog.New(&hclog.LoggerOptions{Level: logLevel(), Output: os.Stderr, JSONFormat: true})
+	silenceStdLog(logger)
 	meta := &api.PluginAPIClientMeta{}
 	flags := meta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {

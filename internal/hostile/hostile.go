@@ -6,6 +6,13 @@
 // by the bearer token. The tests that prove no sink of the engine holds a
 // password or a token point the engine at it, one mode at a time.
 //
+// Other modes break the rules beside the errors: an answer longer than its
+// Content-Length or bytes sent on an idle keep-alive connection (which
+// net/http logs on its own), ids and a token that spell the password or
+// carry terminal escapes, and the wire itself (HTTP/2 GOAWAY with last
+// stream id 0, REFUSED_STREAM, a server that closes reused connections),
+// which make Go's transport send requests the engine did not count.
+//
 // It speaks raw bytes over TCP (and TLS), since a well-behaved HTTP server
 // library cannot send the broken answers it needs.
 package hostile
@@ -35,6 +42,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // Mode is one channel an echoed secret can take.
@@ -57,11 +66,58 @@ const (
 	RedirectHex      Mode = "redirect-hex"      // 302 to https://<password, hex>.example/
 	Feathers         Mode = "feathers"          // 401 whose every Feathers field is the password
 	ProjectsEcho     Mode = "projects-echo"     // login succeeds; the project listing breaks with the token as a header line
+	BadToken         Mode = "bad-token"         // a 201 whose accessToken's signature carries the password in an OSC 52 escape, a newline and a CI command
 )
 
-// Modes lists every mode.
+// Modes lists every mode in which a login or a listing fails.
 var Modes = []Mode{StatusLine, HeaderLine, ContentLength, TransferEncoding, Reason401, Reason503, CertName,
-	RedirectRaw, RedirectLower, RedirectHex, Feathers, ProjectsEcho}
+	RedirectRaw, RedirectLower, RedirectHex, Feathers, ProjectsEcho, BadToken}
+
+// The modes in which every login succeeds, and the upstream's bytes go
+// where the engine writes nothing: the server log, through net/http's
+// own logger.
+const (
+	OverlongAnswer Mode = "overlong-answer" // a 201 with a token, then, past its Content-Length, "HTTP/1.1 200 <password>" and a header of it
+	IdleBytes      Mode = "idle-bytes"      // a 201 with a token; 300 ms later the same bytes on the idle keep-alive connection
+)
+
+// LogModes lists the modes that aim at the server log.
+var LogModes = []Mode{OverlongAnswer, IdleBytes}
+
+// The modes in which a login succeeds with user.id, jti and sub each
+// spelling the password: as sent, its first half, upper-cased, base64.
+const (
+	IDRaw    Mode = "id-raw"
+	IDHalf   Mode = "id-half"
+	IDUpper  Mode = "id-upper"
+	IDBase64 Mode = "id-base64"
+)
+
+// IDModes lists the modes that put the password into the ids.
+var IDModes = []Mode{IDRaw, IDHalf, IDUpper, IDBase64}
+
+// The modes that aim at the wire. The HTTP/2 ones speak TLS and offer h2
+// and http/1.1 by ALPN: a client that picks h2 meets the fault on every
+// request; one that offers no h2 is served over HTTP/1.1 as a good
+// upstream would. Their Requests count every request sent, in either.
+const (
+	H2GoAway     Mode = "h2-goaway"         // HTTP/2: every request answered with GOAWAY, last stream id 0
+	H2Refused    Mode = "h2-refused-stream" // HTTP/2: every request answered with RST_STREAM REFUSED_STREAM
+	ClosesReused Mode = "closes-reused"     // HTTP/1.1: each connection serves one request, then reads the next and closes
+)
+
+// WireModes lists the modes that aim at the wire.
+var WireModes = []Mode{H2GoAway, H2Refused, ClosesReused}
+
+// HTTP2 is what a server does on an HTTP/2 connection (Config.HTTP2).
+type HTTP2 int
+
+// The HTTP/2 behaviours.
+const (
+	NoHTTP2 HTTP2 = iota
+	HTTP2GoAway
+	HTTP2Refuse
+)
 
 // Request is what the engine sent: the password of a login, or the bearer
 // token of a project listing.
@@ -81,6 +137,22 @@ type Config struct {
 	// signed by the server's CA; every later one a certificate whose DNS
 	// names and common name are CertNames of the first request seen.
 	CertNames func(Request) []string
+	// TLS makes the server speak TLS with a certificate for localhost
+	// and 127.0.0.1 (implied by CertNames and HTTP2).
+	TLS bool
+	// KeepAlive keeps a connection open for further requests after an
+	// answer; else the server closes it.
+	KeepAlive bool
+	// Later, when set, is written on the connection IdleAfter after the
+	// answer, while it is idle.
+	Later     func(Request) []byte
+	IdleAfter time.Duration
+	// ClosesReused makes the server read the second request of a
+	// connection and close it without an answer.
+	ClosesReused bool
+	// HTTP2, when not NoHTTP2, offers h2 by ALPN and treats every HTTP/2
+	// request so.
+	HTTP2 HTTP2
 }
 
 // Server is a running hostile upstream.
@@ -163,10 +235,84 @@ func Start(mode Mode) (*Server, error) {
 			body, _ := json.Marshal(map[string]any{"accessToken": s.mint(), "user": map[string]any{"id": 7}})
 			return fmt.Appendf(nil, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 		}
+	case BadToken:
+		cfg.Answer = func(r Request) []byte {
+			enc := base64.RawURLEncoding
+			tok := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"access"}`)) + "." +
+				enc.EncodeToString(fmt.Appendf(nil, `{"sub":"7","exp":%d}`, time.Now().Add(time.Hour).Unix())) + "." +
+				"c2ln\x1b]52;c;" + base64.StdEncoding.EncodeToString([]byte(r.Password)) + "\x07\n::warning::injected $(id) " + r.Password + "\u202e"
+			return loginAnswer(tok, 7)
+		}
+	case OverlongAnswer, IdleBytes:
+		echo := func(r Request) []byte {
+			return fmt.Appendf(nil, "HTTP/1.1 200 %s\r\nX-Echo: %s\r\n\r\n", r.Password, r.Password)
+		}
+		cfg.KeepAlive = true
+		cfg.Answer = func(r Request) []byte {
+			if r.Method != http.MethodPost {
+				return listing()
+			}
+			a := loginAnswer(s.mint(), 7)
+			if mode == OverlongAnswer {
+				a = append(a, echo(r)...)
+			}
+			return a
+		}
+		if mode == IdleBytes {
+			cfg.Later, cfg.IdleAfter = echo, 300*time.Millisecond
+		}
+	case IDRaw, IDHalf, IDUpper, IDBase64:
+		spell := map[Mode]func(string) string{IDRaw: func(p string) string { return p },
+			IDHalf: func(p string) string { return p[:len(p)/2] }, IDUpper: strings.ToUpper,
+			IDBase64: func(p string) string { return base64.StdEncoding.EncodeToString([]byte(p)) }}[mode]
+		cfg.KeepAlive = true
+		cfg.Answer = func(r Request) []byte {
+			if r.Method != http.MethodPost {
+				return listing()
+			}
+			id := spell(r.Password)
+			return loginAnswer(s.mintWith(id, id), id)
+		}
+	case H2GoAway, H2Refused:
+		cfg.HTTP2 = map[Mode]HTTP2{H2GoAway: HTTP2GoAway, H2Refused: HTTP2Refuse}[mode]
+		cfg.KeepAlive = true
+		cfg.Answer = func(r Request) []byte {
+			if r.Method != http.MethodPost {
+				return listing()
+			}
+			return loginAnswer(s.mint(), 7)
+		}
+	case ClosesReused:
+		cfg.KeepAlive, cfg.ClosesReused = true, true
+		cfg.Answer = func(r Request) []byte {
+			if r.Method != http.MethodPost {
+				return listing()
+			}
+			return loginAnswer(s.mint(), 7)
+		}
 	default:
 		return nil, fmt.Errorf("hostile: unknown mode %q", mode)
 	}
 	return s, s.start(cfg)
+}
+
+// loginAnswer is a 201 login answer with token and user id.
+func loginAnswer(token string, userID any) []byte {
+	body, _ := json.Marshal(map[string]any{"accessToken": token, "user": map[string]any{"id": userID}})
+	return fmt.Appendf(nil, "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}
+
+// ListedProjects are the projects a successful listing names.
+var ListedProjects = []string{"DEMO_PROJECT", "CI_PROJECT", "TEAM_A", "TEAM_B"}
+
+// listing is a 200 project listing of ListedProjects.
+func listing() []byte {
+	var list []map[string]any
+	for i, name := range ListedProjects {
+		list = append(list, map[string]any{"id": i + 1, "name": name})
+	}
+	body, _ := json.Marshal(list)
+	return fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }
 
 // StartWith runs a server that answers as cfg says.
@@ -188,12 +334,16 @@ func (s *Server) start(cfg Config) error {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	if cfg.CertNames != nil {
+	if cfg.CertNames != nil || cfg.TLS || cfg.HTTP2 != NoHTTP2 {
 		if err := s.makeCA(); err != nil {
 			ln.Close()
 			return err
 		}
-		ln = tls.NewListener(ln, &tls.Config{GetCertificate: s.certificate, MinVersion: tls.VersionTLS12})
+		tc := &tls.Config{GetCertificate: s.certificate, MinVersion: tls.VersionTLS12}
+		if cfg.HTTP2 != NoHTTP2 {
+			tc.NextProtos = []string{"h2", "http/1.1"}
+		}
+		ln = tls.NewListener(ln, tc)
 		s.URL = fmt.Sprintf("https://localhost:%d", port)
 	}
 	s.ln = ln
@@ -252,32 +402,89 @@ func (s *Server) serve() {
 	}
 }
 
-// handle answers each request on conn with the configured bytes, then
-// closes the connection: an answer that broke HTTP leaves nothing to
-// reuse.
+// handle answers the requests on conn with the configured bytes. Without
+// KeepAlive it closes the connection after one: an answer that broke HTTP
+// leaves nothing to reuse.
 func (s *Server) handle(conn net.Conn) {
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if tc, ok := conn.(*tls.Conn); ok && s.cfg.HTTP2 != NoHTTP2 {
+		if tc.HandshakeContext(context.Background()) != nil {
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			s.handleHTTP2(tc)
+			return
+		}
+	}
 	br := bufio.NewReader(conn)
-	req, err := http.ReadRequest(br)
-	if err != nil {
+	for n := 0; ; n++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(req.Body, 64<<10))
+		r := Request{Method: req.Method, Path: req.URL.Path}
+		var login struct {
+			Password string `json:"password"`
+		}
+		if json.Unmarshal(body, &login) == nil {
+			r.Password = login.Password
+		}
+		r.Bearer = strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
+		s.requests.Add(1)
+		s.mu.Lock()
+		if s.first == nil {
+			s.first = &r
+		}
+		s.mu.Unlock()
+		if s.cfg.ClosesReused && n > 0 {
+			return
+		}
+		if _, err := conn.Write(s.cfg.Answer(r)); err != nil || !s.cfg.KeepAlive {
+			return
+		}
+		if s.cfg.Later != nil {
+			time.Sleep(s.cfg.IdleAfter)
+			if _, err := conn.Write(s.cfg.Later(r)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// handleHTTP2 speaks just enough HTTP/2 to meet each request (a HEADERS
+// frame) with the configured fault.
+func (s *Server) handleHTTP2(conn net.Conn) {
+	br := bufio.NewReader(conn)
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(br, preface); err != nil || string(preface) != http2.ClientPreface {
 		return
 	}
-	body, _ := io.ReadAll(io.LimitReader(req.Body, 64<<10))
-	r := Request{Method: req.Method, Path: req.URL.Path}
-	var login struct {
-		Password string `json:"password"`
+	fr := http2.NewFramer(conn, br)
+	if fr.WriteSettings() != nil {
+		return
 	}
-	if json.Unmarshal(body, &login) == nil {
-		r.Password = login.Password
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() && fr.WriteSettingsAck() != nil {
+				return
+			}
+		case *http2.HeadersFrame:
+			s.requests.Add(1)
+			if s.cfg.HTTP2 == HTTP2GoAway {
+				_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				return
+			}
+			if fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream) != nil {
+				return
+			}
+		}
 	}
-	r.Bearer = strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
-	s.requests.Add(1)
-	s.mu.Lock()
-	if s.first == nil {
-		s.first = &r
-	}
-	s.mu.Unlock()
-	_, _ = conn.Write(s.cfg.Answer(r))
 }
 
 // Spellings are the password as a certificate names it: as sent, lower-cased
@@ -339,7 +546,7 @@ func (s *Server) leaf(cn string, names []string, ips []net.IP) (*tls.Certificate
 func (s *Server) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.first == nil {
+	if s.first == nil || s.cfg.CertNames == nil {
 		return s.goodCert, nil
 	}
 	if s.hostsCert == nil {
@@ -363,11 +570,17 @@ func (s *Server) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 
 // mint issues an HS256 JWT shaped like MetaKraftwerk's, valid for an hour.
 func (s *Server) mint() string {
-	enc := base64.RawURLEncoding
 	jti := make([]byte, 8)
 	_, _ = rand.Read(jti)
+	return s.mintWith("7", hex.EncodeToString(jti))
+}
+
+// mintWith issues a token with the sub and jti given.
+func (s *Server) mintWith(sub, jti string) string {
+	enc := base64.RawURLEncoding
 	header := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"access"}`))
-	claims := enc.EncodeToString(fmt.Appendf(nil, `{"sub":"7","exp":%d,"jti":"%x"}`, time.Now().Add(time.Hour).Unix(), jti))
+	c, _ := json.Marshal(map[string]any{"sub": sub, "exp": time.Now().Add(time.Hour).Unix(), "jti": jti})
+	claims := enc.EncodeToString(c)
 	mac := hmac.New(sha256.New, s.signKey)
 	mac.Write([]byte(header + "." + claims))
 	tok := header + "." + claims + "." + enc.EncodeToString(mac.Sum(nil))

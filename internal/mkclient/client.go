@@ -98,6 +98,7 @@ type Client struct {
 	host      string
 	userAgent string
 	rc        *retryablehttp.Client
+	wire      *wire
 	// large holds a token for each body over smallBodyBytes being read or
 	// decoded.
 	large chan struct{}
@@ -126,13 +127,14 @@ func New(cfg Config) (*Client, error) {
 		tlsConfig.RootCAs = pool
 	}
 	transport.TLSClientConfig = tlsConfig
+	w := newWire(transport)
 
 	timeout := cfg.RequestTimeout
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
 	}
 	httpClient := &http.Client{
-		Transport: transport,
+		Transport: w,
 		Timeout:   timeout,
 		// Never follow a redirect: the login POST carries a password and
 		// the project call a bearer token; neither may go anywhere else.
@@ -147,8 +149,7 @@ func New(cfg Config) (*Client, error) {
 		CheckRetry:   checkRetry,
 		Backoff:      backoff,
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-		RequestLogHook: func(_ retryablehttp.Logger, req *http.Request, retry int) {
-			countAttempt(req)
+		RequestLogHook: func(_ retryablehttp.Logger, _ *http.Request, retry int) {
 			if retry > 0 && cfg.OnRetry != nil {
 				cfg.OnRetry()
 			}
@@ -159,7 +160,7 @@ func New(cfg Config) (*Client, error) {
 	if ua == "" {
 		ua = userAgent
 	}
-	return &Client{baseURL: strings.TrimRight(base.String(), "/"), host: base.Host, userAgent: ua, rc: rc,
+	return &Client{baseURL: strings.TrimRight(base.String(), "/"), host: base.Host, userAgent: ua, rc: rc, wire: w,
 		large: make(chan struct{}, largeBodies)}, nil
 }
 
@@ -173,12 +174,6 @@ type callStats struct {
 }
 
 type statsKey struct{}
-
-func countAttempt(req *http.Request) {
-	if s, ok := req.Context().Value(statsKey{}).(*callStats); ok {
-		s.attempts.Add(1)
-	}
-}
 
 func recordStatus(_ retryablehttp.Logger, resp *http.Response) {
 	if resp == nil || resp.Request == nil {
@@ -206,6 +201,10 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctxErr
 	}
 	if err != nil {
+		if status := proxyStatus(err); status != 0 {
+			// A proxy's own refusal (403, 407) stays; its 5xx may pass.
+			return status >= 500, nil
+		}
 		return classify(err).Retryable(), nil
 	}
 	return retryableStatus(resp.StatusCode), nil
@@ -317,7 +316,8 @@ func (c *Client) apiError(op string, a answer, secret string) *APIError {
 // LoginResult is a successful password login.
 type LoginResult struct {
 	AccessToken string
-	// UserID is the login answer's user id, else the token's sub claim.
+	// UserID is the login answer's user id, else the token's sub claim
+	// (ProjectID).
 	UserID string
 	Claims Claims
 	// Attempts is how many HTTP requests the login took (1 without retries).
@@ -330,9 +330,10 @@ type Claims struct {
 	// ExpiresAt is the exp claim; zero when HasExp is false.
 	ExpiresAt time.Time
 	HasExp    bool
-	// ID is the jti claim, when present.
+	// ID is the jti claim, when present (ProjectID, after Login).
 	ID string
-	// Subject is the sub claim (the MetaKraftwerk user id), when present.
+	// Subject is the sub claim (the MetaKraftwerk user id), when present
+	// (ProjectID, after Login).
 	Subject string
 }
 
@@ -361,11 +362,12 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 			if err != nil {
 				return err
 			}
-			// The user id and claims are upstream text a reader sees.
-			red := newRedactor(password)
-			r.UserID = red.quote(r.UserID, maxClaimLen)
-			r.Claims.ID = red.quote(r.Claims.ID, maxClaimLen)
-			r.Claims.Subject = red.quote(r.Claims.Subject, maxClaimLen)
+			// The ids are upstream text that readers, logs and Terraform
+			// state see: each leaves through the projection, whole or not
+			// at all.
+			r.UserID = ProjectID(r.UserID, password)
+			r.Claims.ID = ProjectID(r.Claims.ID, password)
+			r.Claims.Subject = ProjectID(r.Claims.Subject, password)
 			r.Attempts = a.attempts
 			res = r
 			return nil

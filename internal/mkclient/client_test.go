@@ -184,8 +184,17 @@ func TestParseClaims(t *testing.T) {
 		err   string
 	}{
 		{"no exp", testJWT(t, jwt.MapClaims{"jti": "j"}), Claims{ID: "j"}, ""},
-		{"claims bounded on a rune boundary", testJWT(t, jwt.MapClaims{"jti": long, "sub": "a\u0000b"}),
-			Claims{ID: strings.Repeat("é", maxClaimLen) + "…", Subject: "ab"}, ""},
+		// Ids are kept whole: Login projects them (ProjectID), never cuts.
+		{"claims kept whole", testJWT(t, jwt.MapClaims{"jti": long, "sub": "a\u0000b"}),
+			Claims{ID: long, Subject: "a\x00b"}, ""},
+		{"signature with a terminal escape", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln\x1b]52;c;eA==\x07", Claims{}, "malformed"},
+		{"signature with a newline", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln\n::warning::x", Claims{}, "malformed"},
+		{"signature with a bidi override", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln\u202e", Claims{}, "malformed"},
+		{"empty signature", "eyJhbGciOiJIUzI1NiJ9.e30.", Claims{}, "malformed"},
+		{"padded segment", "eyJhbGciOiJIUzI1NiJ9.e30=.c2ln", Claims{}, "malformed"},
+		{"signature not base64url", "eyJhbGciOiJIUzI1NiJ9.e30.c2lnx", Claims{}, "malformed"},
+		{"signature in the standard alphabet", "eyJhbGciOiJIUzI1NiJ9.e30.c2+/", Claims{}, "malformed"},
+		{"header not an object", "WzFd.e30.c2ln", Claims{}, "malformed"},
 		{"exp not a number", testJWT(t, jwt.MapClaims{"exp": "soon"}), Claims{}, "exp claim is not a number"},
 		{"exp beyond 9999", testJWT(t, jwt.MapClaims{"exp": 1e300}), Claims{}, "outside the years 1970 to 9999"},
 		{"negative exp", testJWT(t, jwt.MapClaims{"exp": -5}), Claims{}, "outside the years 1970 to 9999"},
@@ -474,7 +483,7 @@ func TestLoginToLoopbackNeverUsesTheProxy(t *testing.T) {
 	// What http.ProxyFromEnvironment does with HTTP_PROXY set (it reads
 	// the environment only once per process, so a test cannot set it).
 	proxyFunc := (&httpproxy.Config{HTTPProxy: proxy.URL}).ProxyFunc()
-	c.rc.HTTPClient.Transport.(*http.Transport).Proxy = func(r *http.Request) (*url.URL, error) { return proxyFunc(r.URL) }
+	c.wire.t.Proxy = func(r *http.Request) (*url.URL, error) { return proxyFunc(r.URL) }
 	if _, err := c.Login(context.Background(), "a@b.c", "pw"); err != nil {
 		t.Fatalf("login: %v", err)
 	}

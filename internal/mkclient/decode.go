@@ -22,8 +22,6 @@ import (
 const (
 	// maxMessageLen bounds, in runes, an upstream string quoted in an error.
 	maxMessageLen = 200
-	// maxClaimLen bounds, in runes, a token claim that is logged or returned.
-	maxClaimLen = 128
 )
 
 // maxExp bounds the exp claim so that duration arithmetic cannot overflow.
@@ -242,7 +240,7 @@ func decodeLoginResponse(body []byte) (*LoginResult, error) {
 		case "user":
 			members(value, func(key string, value []byte) {
 				if key == "id" {
-					userID = rawScalar(value)
+					userID = idValue(value)
 				}
 			})
 		}
@@ -275,13 +273,22 @@ func parseClaims(token string) (Claims, error) {
 	malformed := func() error {
 		return fmt.Errorf("%w (malformed: expected three base64url segments with JSON header and claims)", ErrNotAJWT)
 	}
+	// The token is handed on as it came, into files, environments, CI
+	// variables and terminals: every segment, the signature too, must be
+	// base64url and nothing else (no padding, space or control bytes).
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return out, malformed()
 	}
+	for _, p := range parts {
+		if !isBase64URL(p) {
+			return out, malformed()
+		}
+	}
 	header, err1 := decodeSegment(parts[0])
 	payload, err2 := decodeSegment(parts[1])
-	if err1 != nil || err2 != nil {
+	_, err3 := decodeSegment(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil {
 		return out, malformed()
 	}
 	var alg string
@@ -295,9 +302,9 @@ func parseClaims(token string) (Claims, error) {
 		case "exp":
 			exp = value
 		case "jti":
-			out.ID = clean(jsonText(value, maxFieldBytes), maxClaimLen)
+			out.ID = idValue(value)
 		case "sub":
-			out.Subject = clean(jsonText(value, maxFieldBytes), maxClaimLen)
+			out.Subject = idValue(value)
 		}
 	}) {
 		return Claims{}, malformed()
@@ -416,10 +423,20 @@ func jsonText(raw []byte, limit int) string {
 	return s
 }
 
-// decodeSegment base64url-decodes one JWT segment, with or without
-// padding.
+// isBase64URL reports whether seg is a non-empty run of the base64url
+// alphabet without padding, as a JWT's segments are.
+func isBase64URL(seg string) bool {
+	for i := 0; i < len(seg); i++ {
+		if c := seg[i]; !isAlnum(c) && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return seg != ""
+}
+
+// decodeSegment base64url-decodes one JWT segment (isBase64URL).
 func decodeSegment(seg string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
+	return base64.RawURLEncoding.DecodeString(seg)
 }
 
 // rawScalar renders a JSON number or string as text; anything else is "".
@@ -429,12 +446,26 @@ func rawScalar(raw json.RawMessage) string {
 	case len(raw) == 0 || len(raw) > maxFieldBytes:
 		return ""
 	case raw[0] == '"':
-		return clean(jsonText(raw, maxFieldBytes), maxClaimLen)
+		return clean(jsonText(raw, maxFieldBytes), maxMessageLen)
 	case raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9':
 		var n json.Number
 		if json.Unmarshal(raw, &n) == nil {
 			return n.String()
 		}
+	}
+	return ""
+}
+
+// idValue is an id as sent, whole, for ProjectID: a JSON string's text or
+// a number's digits; anything else is "".
+func idValue(raw []byte) string {
+	switch {
+	case len(raw) == 0:
+		return ""
+	case raw[0] == '"':
+		return jsonText(raw, len(raw))
+	case raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9':
+		return string(raw)
 	}
 	return ""
 }

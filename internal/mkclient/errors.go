@@ -140,12 +140,15 @@ const (
 	FailureTLSHandshake
 	FailureNotTLS
 	FailureNotHTTP
+	// FailureProxyRefused is a proxy answering CONNECT with a status other
+	// than 200 (TransportError.ProxyStatus).
+	FailureProxyRefused
 )
 
 // Failures lists every Failure (for the docs' tests).
 var Failures = []Failure{FailureNetwork, FailureTimeout, FailureRefused, FailureReset, FailureDNS,
 	FailureTLSUnknownAuthority, FailureTLSNameMismatch, FailureTLSExpired, FailureTLSInvalid,
-	FailureTLSHandshake, FailureNotTLS, FailureNotHTTP}
+	FailureTLSHandshake, FailureNotTLS, FailureNotHTTP, FailureProxyRefused}
 
 // Describe is the failure in words; host is the configured host.
 func (f Failure) Describe(host string) string {
@@ -172,6 +175,8 @@ func (f Failure) Describe(host string) string {
 		return fmt.Sprintf("%s did not answer with TLS (base_url says https; is the server plain http?)", host)
 	case FailureNotHTTP:
 		return fmt.Sprintf("the answer from %s was not valid HTTP", host)
+	case FailureProxyRefused:
+		return fmt.Sprintf("the proxy refused the connection to %s", host)
 	}
 	return fmt.Sprintf("a network error on the connection to %s", host)
 }
@@ -197,6 +202,8 @@ func classify(err error) Failure {
 	var dnsErr *net.DNSError
 	var opErr *net.OpError
 	switch {
+	case proxyStatus(err) != 0:
+		return FailureProxyRefused
 	case errors.As(err, &unknownCA):
 		return FailureTLSUnknownAuthority
 	case errors.As(err, &hostErr):
@@ -247,13 +254,16 @@ type TransportError struct {
 	Deadline bool
 	// Failure is why, when Deadline is not set.
 	Failure Failure
+	// ProxyStatus is the status a proxy refused CONNECT with
+	// (FailureProxyRefused).
+	ProxyStatus int
 	// Err is Go's error, for errors.Is/As; its text is never rendered.
 	Err error
 }
 
 func newTransportError(ctx context.Context, op, host string, attempts, lastStatus int, err error) *TransportError {
 	return &TransportError{Op: op, Host: host, Attempts: attempts, LastStatus: lastStatus,
-		Deadline: ctx.Err() != nil, Failure: classify(err), Err: err}
+		Deadline: ctx.Err() != nil, Failure: classify(err), ProxyStatus: proxyStatus(err), Err: err}
 }
 
 func (e *TransportError) Error() string {
@@ -278,6 +288,9 @@ func (e *TransportError) Error() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, ": %s", e.Failure.Describe(e.Host))
+	if e.Failure == FailureProxyRefused && e.ProxyStatus != 0 {
+		fmt.Fprintf(&b, " (HTTP %d)", e.ProxyStatus)
+	}
 	return b.String()
 }
 

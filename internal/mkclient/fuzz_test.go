@@ -25,6 +25,7 @@ func FuzzDecodeLoginResponse(f *testing.F) {
 	f.Add([]byte(`{"accessToken":null,"user":{"id":[1]}}`))
 	f.Add([]byte(`{"accessToken":"  x  ","user":null}`))
 	f.Add([]byte(`{"accessToken":"eyJhbGciOiJIUzI1NiIsInR5cCI6ImFjY2VzcyJ9.eyJleHAiOjE4MDAwMDAwMDAsInN1YiI6IjcifQ.c2ln","user":{"email":"a@b.c"}}`))
+	f.Add([]byte(`{"accessToken":"eyJhbGciOiJIUzI1NiJ9.e30.c2ln\u001b]52;c;eA==\u0007\n::warning::x"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		res, err := decodeLoginResponse(body)
 		if err != nil {
@@ -35,6 +36,11 @@ func FuzzDecodeLoginResponse(f *testing.F) {
 		}
 		if res.AccessToken == "" || strings.TrimSpace(res.AccessToken) != res.AccessToken {
 			t.Fatalf("accepted an empty or untrimmed token %q", res.AccessToken)
+		}
+		// Only three base64url segments are ever handed out.
+		parts := strings.Split(res.AccessToken, ".")
+		if len(parts) != 3 || !isBase64URL(parts[0]) || !isBase64URL(parts[1]) || !isBase64URL(parts[2]) {
+			t.Fatalf("accepted a token that is not three base64url segments: %q", res.AccessToken)
 		}
 	})
 }
@@ -57,7 +63,7 @@ func FuzzMembersAgreeWithEncodingJSON(f *testing.F) {
 				gotID = ""
 				members(value, func(key string, value []byte) {
 					if key == "id" {
-						gotID = rawScalar(value)
+						gotID = idValue(value)
 					}
 				})
 			}
@@ -75,7 +81,7 @@ func FuzzMembersAgreeWithEncodingJSON(f *testing.F) {
 		_ = json.Unmarshal(ref["accessToken"], &wantTok)
 		var user map[string]json.RawMessage
 		if json.Unmarshal(ref["user"], &user) == nil {
-			wantID = rawScalar(user["id"])
+			wantID = idValue(user["id"])
 		}
 		if raw := ref["accessToken"]; len(raw) == 0 || raw[0] != '"' {
 			wantTok = ""
@@ -237,10 +243,48 @@ func FuzzParseClaims(f *testing.F) {
 		if claims.HasExp && (claims.ExpiresAt.Unix() < 0 || claims.ExpiresAt.After(maxExp)) {
 			t.Fatalf("exp %s outside 1970..9999", claims.ExpiresAt)
 		}
+		// A token handed out is three base64url segments and nothing else.
+		parts := strings.Split(token, ".")
+		if len(parts) != 3 || !isBase64URL(parts[0]) || !isBase64URL(parts[1]) || !isBase64URL(parts[2]) {
+			t.Fatalf("accepted a token that is not three base64url segments: %q", token)
+		}
 		for _, c := range []string{claims.ID, claims.Subject} {
-			if !utf8.ValidString(c) || utf8.RuneCountInString(c) > maxClaimLen+1 {
-				t.Fatalf("claim %q not bounded or not valid UTF-8", c)
+			if p := ProjectID(c, ""); p != "" && p != NotAnID && p != c {
+				t.Fatalf("claim %q projected as %q", c, p)
 			}
+		}
+	})
+}
+
+// An upstream id leaves whole and id-shaped, or as a fixed word: never a
+// part of one, never a text with a rune UnsafeRune refuses, never one
+// that holds the password.
+func FuzzProjectID(f *testing.F) {
+	f.Add("u-12", "Pw-Hostile_7xQ")
+	f.Add("Pw-Hostile_7xQ", "Pw-Hostile_7xQ")
+	f.Add("PW-HOSTILE", "Pw-Hostile_7xQ")
+	f.Add("UHctSG9zdGlsZV83eFE", "Pw-Hostile_7xQ")
+	f.Add(strings.Repeat("a", 65), "")
+	f.Add("a\u202eb", "")
+	f.Fuzz(func(t *testing.T, id, password string) {
+		got := ProjectID(id, password)
+		switch got {
+		case "":
+			if id != "" {
+				t.Fatalf("%q projected as nothing", id)
+			}
+			return
+		case NotAnID, IDEchoesPassword:
+			return
+		}
+		if got != id || !idShape(got) || len(got) > MaxIDLen || !utf8.ValidString(got) {
+			t.Fatalf("%q projected as %q", id, got)
+		}
+		if _, _, bad := UnsafeRune(got); bad {
+			t.Fatalf("%q shown with an unsafe rune", got)
+		}
+		if password != "" && strings.Contains(strings.ToLower(got), strings.ToLower(password)) {
+			t.Fatalf("%q shown although it holds the password %q", got, password)
 		}
 	})
 }
