@@ -131,6 +131,10 @@ func TestWalkthrough(t *testing.T) {
 		t.Fatalf("MetaKraftwerk answers the consumed token with %d", code)
 	}
 	w.scrapeToken()
+	// The README's first lines: what a read prints.
+	if out := w.run("hero", docs["hero"], w.vaultIsBao()); !jwtRe.MatchString(out) {
+		t.Errorf("the README's first read printed no token: %q", w.mask(out))
+	}
 
 	// The runbooks, each from its symptom: the consumed token is found in
 	// the audit log; a password changed in MetaKraftwerk; a leaked token;
@@ -373,6 +377,8 @@ func (w *walk) exec(script string) (string, error) {
 		"VAULT_TOKEN=" + w.s.Token, "BAO_TOKEN=" + w.s.Token,
 		"MK_PASSWORD=" + walkPassword,
 		"MOUNT=" + w.s.mount(),
+		// go-plugin's sockets (Terraform's providers) stay in the test's directory.
+		"TMPDIR=" + w.home,
 	}
 	cmd.Env = append(cmd.Env, w.env...)
 	outBytes, err := cmd.CombinedOutput()
