@@ -18,7 +18,8 @@
 # E2E_RUN (a go test -run pattern), E2E_SUITES (e2e, provider, or both, the
 # default), PROMETHEUS_BIN (else built by prometheus-bin.sh), TERRAFORM_BIN
 # and TOFU_BIN (else found or built by terraform-bin.sh), RELEASE_DIR (the
-# walkthrough's signed releases; else built here with make release).
+# walkthrough's signed releases; else built here by docs/install.md's
+# release-throwaway block, which runs make release).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
