@@ -115,7 +115,7 @@ sed -e "s|@STATE_DIR@|$STATE/agent|" -e "s|@VAULT_ADDR@|$VAULT_ADDR|" \
 	-e "s|@TOKEN_FILE@|$STATE/agent/vault-token|" -e "s|@TEMPLATE@|$here/agent/token.ctmpl|" \
 	-e "s|@DESTINATION@|$STATE/agent/metakraftwerk-token|" "$here/agent/agent.hcl.tmpl" >"$STATE/agent/agent.hcl"
 show "$name agent -config=agent.hcl -exit-after-auth   (template: bootstrap/agent/token.ctmpl)"
-timeout 60 "$cli" agent -config="$STATE/agent/agent.hcl" -exit-after-auth >"$STATE/agent/agent.log" 2>&1 ||
+MOUNT=metakraftwerk timeout 60 "$cli" agent -config="$STATE/agent/agent.hcl" -exit-after-auth >"$STATE/agent/agent.log" 2>&1 ||
 	fail "the agent failed; see $STATE/agent/agent.log"
 [[ -s $STATE/agent/metakraftwerk-token ]] || fail "the agent rendered nothing"
 show "ls -l metakraftwerk-token; cat metakraftwerk-token"

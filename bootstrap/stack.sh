@@ -5,6 +5,10 @@
 #   - the plugin registered by sha256 with -version, mounted at metakraftwerk/
 #     with -plugin-version, configured to use the stand-in,
 #   - roles team-a-ci and team-b-ci, policies team-a and team-b.
+# users.json also has the README's user (ci-bot@example.com, TEAM_A) and
+# the Terraform example's, so that their commands paste against it; the
+# env file it prints sets MOUNT and the README's MK_PASSWORD. A password
+# changes while it runs with POST $METAKRAFTWERK_URL/_devserver/password.
 #
 # Usage: bootstrap/stack.sh up|down|status
 # Environment:
@@ -118,6 +122,8 @@ up() {
 		export VAULT_TOKEN=$ROOT_TOKEN
 		export METAKRAFTWERK_URL=$mk_url
 		export METAKRAFTWERK_CLI=$server
+		export MOUNT=metakraftwerk
+		export MK_PASSWORD="\$(jq -r '.[] | select(.email == "ci-bot@example.com") | .password' $here/users.json)"
 		export PATH="$(dirname "$server"):\$PATH"
 	ENV
 	say "stack is up (state and logs in $STATE)"

@@ -12,8 +12,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,6 +190,7 @@ func TestCIIdentityGitHub(t *testing.T) {
 		t.Fatalf("the matching job cannot log in: %v", err)
 	}
 	expectCIAccess(t, s, tok)
+	githubCurl(t, s, sh, iss, job)
 
 	long := time.Now().Add(-time.Hour)
 	expectRefused(t, s, "github-actions", map[string]string{
@@ -264,4 +268,95 @@ func TestCIIdentityGitLab(t *testing.T) {
 		"a protected tag":                          iss.idToken(t, with(job, jwt.MapClaims{"ref": "v2.0", "ref_type": "tag", "sub": "project_path:acme/team-a-app:ref_type:tag:ref:v2.0"})),
 		"the project created again under its path": iss.idToken(t, with(job, jwt.MapClaims{"project_id": "4243"})),
 	})
+}
+
+// githubCurl runs ci.md's curl variant as written, with a loopback stand-in
+// for the runner's ID token request URL: the matching job ends with a
+// working MetaKraftwerk token; when the runner gives no ID token, or the
+// creds path is wrong (the engine is not at MOUNT), the step fails at that
+// command, and what follows it (the deploy) never runs.
+func githubCurl(t *testing.T, s *Stack, sh *walk, iss *oidcIssuer, job map[string]any) {
+	t.Helper()
+	const requestToken = "runner-request-token-3f9c"
+	var noToken atomic.Bool
+	runner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "bearer "+requestToken || r.URL.Query().Get("audience") != "https://vault.example.com" {
+			http.Error(w, "bad request token or audience", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if noToken.Load() {
+			_, _ = w.Write([]byte(`{"count":0}`))
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]string{"value": iss.idToken(t, job)})
+	}))
+	defer runner.Close()
+	block := sh.blocks("docs/ci.md")["ci-github-curl"]
+	deploy := "\nprintf %s \"$METAKRAFTWERK_TOKEN\" >github-curl.token\n"
+	env := []string{"ACTIONS_ID_TOKEN_REQUEST_TOKEN=" + requestToken, "ACTIONS_ID_TOKEN_REQUEST_URL=" + runner.URL + "/idtoken?api-version=2.0"}
+	tokenFile := filepath.Join(sh.work, "github-curl.token")
+
+	sh.withEnv(func() { sh.run("ci-github-curl", block+deploy) }, env...)
+	mkToken, err := os.ReadFile(tokenFile)
+	if err != nil || !jwtRe.Match(mkToken) {
+		t.Fatalf("the curl variant left no MetaKraftwerk token (%d bytes, %v)", len(mkToken), err)
+	}
+	if code := useToken(t, s.MK.URL, string(mkToken)); code != http.StatusOK {
+		t.Fatalf("MetaKraftwerk answers the curl variant's token with %d", code)
+	}
+
+	for why, extra := range map[string][]string{
+		"the runner gives no ID token":    nil,
+		"the engine is not at that MOUNT": {"MOUNT=metakraftwerk"},
+	} {
+		_ = os.Remove(tokenFile)
+		noToken.Store(why == "the runner gives no ID token")
+		sh.withEnv(func() { sh.runFailing("ci-github-curl", block+deploy) }, append(env, extra...)...)
+		if _, err := os.Stat(tokenFile); err == nil {
+			t.Errorf("%s: the curl variant went on past the failed step", why)
+		}
+	}
+}
+
+// The CLI sends one request and does not retry a 5xx unless
+// VAULT_MAX_RETRIES is set (Vault's command/base.go turns the API
+// library's retries off): ci.md's figures, measured against a server
+// that answers every request with 502.
+func TestCLIRetriesOnlyWithMaxRetries(t *testing.T) {
+	t.Parallel()
+	bin := requiredEnv(t, "SERVER_BIN")
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		http.Error(w, `{"errors":["bad gateway"]}`, http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		env  string
+		want int
+	}{{"", 1}, {"VAULT_MAX_RETRIES=2", 3}} {
+		mu.Lock()
+		requests = 0
+		mu.Unlock()
+		cmd := exec.Command(bin, "read", "mk-prod/creds/team-a-ci")
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "VAULT_ADDR=" + srv.URL, "BAO_ADDR=" + srv.URL, "VAULT_TOKEN=x", "BAO_TOKEN=x"}
+		if tt.env != "" {
+			cmd.Env = append(cmd.Env, tt.env)
+		}
+		start := time.Now()
+		if err := cmd.Run(); err == nil {
+			t.Fatalf("%s: the read of a 502 succeeded", tt.env)
+		}
+		mu.Lock()
+		got := requests
+		mu.Unlock()
+		if got != tt.want {
+			t.Errorf("with %q the CLI sent %d requests for one read answered 502, want %d", tt.env, got, tt.want)
+		}
+		t.Logf("with %q: %d requests, failed after %s", tt.env, got, time.Since(start).Round(10*time.Millisecond))
+	}
 }

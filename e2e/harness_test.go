@@ -60,7 +60,7 @@ var jwtRe = regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]
 // own directory.
 func TestMain(m *testing.M) {
 	before := pluginSockets()
-	code := m.Run()
+	code := checkEveryBlockRan(m.Run())
 	var leaked []string
 	for name := range pluginSockets() {
 		if !before[name] {

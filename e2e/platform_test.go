@@ -201,7 +201,8 @@ func (s *Stack) startAgent(dir, cfgFile string) {
 		s.t.Fatal(err)
 	}
 	agent := exec.Command(s.Bin, "agent", "-config="+cfgFile, "-log-level=debug")
-	agent.Env = s.env()
+	// The shipped templates take the mount from Agent's environment.
+	agent.Env = append(s.env(), "MOUNT="+s.mount())
 	agent.Stdout, agent.Stderr = logf, logf
 	agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := agent.Start(); err != nil {

@@ -31,28 +31,33 @@ const (
 )
 
 // TestWalkthrough follows the operator docs literally: the commands the
-// README (and, on OpenBao, docs/install.md) marks with `<!-- walkthrough:
-// NAME -->`, each block run as written in a clean bash (-euo pipefail,
-// nothing in the environment but PATH, HOME and the server's address and
-// token), in order: install v0.3.0 from a signed release, enable, set up
-// the config, a role and both policies, consume, upgrade to v0.3.1 and
-// roll back. The server runs from a configuration file with file storage,
-// is initialised and unsealed, and its plugin_directory does not exist
-// until the docs create it. The releases are `make release` builds signed
-// with a throwaway key (RELEASE_DIR, built by scripts/e2e.sh), verified
-// with only the key file the release carries.
+// README and docs/ mark with `<!-- walkthrough: NAME -->`, each block run
+// as written in a clean bash (-euo pipefail, nothing in the environment
+// but PATH, HOME, the server's address and a root token as both
+// VAULT_TOKEN and BAO_TOKEN, MOUNT, and what a block says it needs), in
+// order: install v0.3.0 from a signed release and check its provenance,
+// enable, install the released Terraform provider and apply the complete
+// example as it is (then destroy it), set up the config, a role and both
+// policies and try them, consume, and every runbook of operations.md from
+// its symptom; upgrade to v0.3.1, roll back, uninstall. The server runs
+// from a configuration file with file storage, is initialised and
+// unsealed, and its plugin_directory does not exist until the docs create
+// it (Vault). The releases are built by install.md's throwaway-key block
+// (scripts/e2e.sh, RELEASE_DIR) and verified with only the key file the
+// release carries.
 //
-// The engine is mounted at a path other than the default, as the enable
-// block's MOUNT lets an operator choose; the later blocks find MOUNT in the
-// environment, as they would in the operator's shell.
+// The engine is mounted at mk-prod, which MOUNT in the operator's shell
+// says; the enable block keeps it.
 //
 // Only these declared values are substituted: the plugin directory, the
-// mount, the plugin's environment for the second install (a pprof address,
-// so that the test sees the variable reach the plugin process; the first
-// install runs with it empty, as written), the version for the second
-// install and the rollback, the platform in the zip names,
-// MetaKraftwerk's address (a stand-in over TLS whose CA is the docs'
-// ca.pem), and on OpenBao `vault` meaning `bao`, as install.md says.
+// plugin's environment for the second install (a pprof address, so that
+// the test sees the variable reach the plugin process; the first install
+// runs with it empty, as written), the version for the second install and
+// the rollback, the platform in the zip names, MetaKraftwerk's address (a
+// stand-in over TLS whose CA is the docs' ca.pem; for Terraform, `make
+// up`'s stand-in), the example's password placeholders and the paths of
+// files a block writes under /etc or /var; and on OpenBao `vault` meaning
+// `bao`, as install.md says.
 func TestWalkthrough(t *testing.T) {
 	t.Parallel()
 	w := newWalk(t)
@@ -90,8 +95,16 @@ func TestWalkthrough(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.PluginDir, "vault-plugin-secrets-metakraftwerk-v0.3.0")); err != nil {
 		t.Fatalf("the install did not put the binary into the plugin directory: %v", err)
 	}
-	w.run(enable, docs[enable], sub{"MOUNT=" + mount, "MOUNT=" + s.mount()})
+	w.provenance()
+	// The enable block runs in the install block's shell, where V is set;
+	// MOUNT is the operator's (mk-prod), which the block keeps.
+	w.withEnv(func() { w.run(enable, docs[enable]) }, "V=0.3.0")
 	s.MustCLI("read", s.mount()+"/config")
+
+	// Terraform first, on the engine just enabled: the released provider
+	// from the mirror, the complete example as it is; destroy leaves the
+	// engine empty again for the README's set-up.
+	w.terraform()
 
 	// Set up as written: config (TLS with the docs' ca.pem), the role from
 	// stdin, both policies.
@@ -104,6 +117,9 @@ func TestWalkthrough(t *testing.T) {
 	}
 	w.checkPolicies()
 	w.metricsPolicy()
+	w.tryPolicy()
+	w.withEnv(w.roleStatus, "ROLE=team-a-ci")
+	w.auditTokenID()
 
 	// Consume: the CI job's command leaves a working token in its environment.
 	w.run("consume", docs["consume"]+"\nprintf %s \"$METAKRAFTWERK_TOKEN\" >consumed.token\n", w.vaultIsBao())
@@ -114,10 +130,20 @@ func TestWalkthrough(t *testing.T) {
 	if code := w.tokenStatus(string(tok)); code != http.StatusOK {
 		t.Fatalf("MetaKraftwerk answers the consumed token with %d", code)
 	}
+	w.scrapeToken()
+	// The README's first lines: what a read prints.
+	if out := w.run("hero", docs["hero"], w.vaultIsBao()); !jwtRe.MatchString(out) {
+		t.Errorf("the README's first read printed no token: %q", w.mask(out))
+	}
 
-	// The runbook for a password changed in MetaKraftwerk, from its first
-	// symptom: readers are refused until the block runs.
-	w.changedPassword()
+	// The runbooks, each from its symptom: the consumed token is found in
+	// the audit log; a password changed in MetaKraftwerk; a leaked token;
+	// an outage.
+	w.auditRunbook(string(tok))
+	password := w.changedPassword()
+	w.askUpstream(password)
+	w.leakedToken()
+	w.outage()
 
 	// Upgrade: the install commands with the new version, this time with an
 	// environment for the plugin, then the switch. The new process runs
@@ -134,9 +160,8 @@ func TestWalkthrough(t *testing.T) {
 	out = w.run("rollback", docs[upgrade], sub{"V=0.3.1", "V=0.3.0"})
 	w.expectRunning(out, "v0.3.0")
 
-	if !s.Platform.OpenBao {
-		w.terraform()
-	}
+	// Uninstall: the mount, then the version no longer running.
+	w.uninstall("0.3.1")
 }
 
 // walkMount is the walkthrough's mount: not the default.
@@ -252,7 +277,10 @@ func (w *walk) vaultIsBao() sub {
 
 // blocks returns the marked blocks of a doc, by name; blocks of one name
 // are joined in order. A block is the fenced sh block after its marker,
-// without the indentation of its fence.
+// without the indentation of its fence; of a shell-session or console
+// block (the API reference's, as Vault's API pages write them), the
+// commands after the `$ ` prompts with their continuation lines, without
+// what they print.
 func (w *walk) blocks(doc string) map[string]string {
 	w.t.Helper()
 	f, err := os.Open(filepath.Join(repoRoot(w.t), doc))
@@ -262,19 +290,26 @@ func (w *walk) blocks(doc string) map[string]string {
 	defer f.Close()
 	out := map[string]string{}
 	sc := bufio.NewScanner(f)
-	name, indent, in := "", "", false
+	name, indent, in, session, cont := "", "", false, false, false
 	for sc.Scan() {
 		line := sc.Text()
 		trimmed := strings.TrimSpace(line)
 		switch {
 		case strings.HasPrefix(trimmed, "<!-- walkthrough: "):
 			name = strings.TrimSuffix(strings.TrimPrefix(trimmed, "<!-- walkthrough: "), " -->")
-		case name != "" && !in && trimmed == "```sh":
+			markedBlocks.Store(name, doc)
+		case name != "" && !in && (trimmed == "```sh" || trimmed == "```shell-session" || trimmed == "```console"):
 			in, indent = true, line[:len(line)-len(strings.TrimLeft(line, " "))]
+			session, cont = trimmed != "```sh", false
 		case name != "" && !in && trimmed != "":
-			w.t.Fatalf("%s: the walkthrough marker %q is not followed by a ```sh block", doc, name)
+			w.t.Fatalf("%s: the walkthrough marker %q is not followed by a shell block", doc, name)
 		case in && trimmed == "```":
 			in, name = false, ""
+		case in && session:
+			if strings.HasPrefix(trimmed, "$ ") || cont {
+				out[name] += strings.TrimPrefix(trimmed, "$ ") + "\n"
+				cont = strings.HasSuffix(trimmed, "\\")
+			}
 		case in:
 			out[name] += strings.TrimPrefix(line, indent) + "\n"
 		}
@@ -287,6 +322,33 @@ func (w *walk) blocks(doc string) map[string]string {
 // with the output (tokens and the password masked).
 func (w *walk) run(name, script string, subs ...sub) string {
 	w.t.Helper()
+	script = w.substitute(name, script, subs)
+	start := time.Now()
+	out, err := w.exec(script)
+	if err != nil {
+		w.t.Fatalf("the %s block failed (%v):\n%s\n--- output:\n%s", name, err, w.mask(script), w.mask(out))
+	}
+	ranBlocks.Store(name, true)
+	w.t.Logf("the %s block ran in %s", name, time.Since(start).Round(time.Millisecond))
+	return out
+}
+
+// runFailing runs a block that must fail, as its doc says it does, and
+// returns what it printed.
+func (w *walk) runFailing(name, script string, subs ...sub) string {
+	w.t.Helper()
+	script = w.substitute(name, script, subs)
+	out, err := w.exec(script)
+	if err == nil {
+		w.t.Fatalf("the %s block succeeded, but must fail here:\n%s\n--- output:\n%s", name, w.mask(script), w.mask(out))
+	}
+	ranBlocks.Store(name, true)
+	return out
+}
+
+// substitute applies a block's declared substitutions.
+func (w *walk) substitute(name, script string, subs []sub) string {
+	w.t.Helper()
 	for _, s := range subs {
 		switch {
 		case s.old == "" && s.new == "":
@@ -298,6 +360,13 @@ func (w *walk) run(name, script string, subs ...sub) string {
 			script = strings.ReplaceAll(script, s.old, s.new)
 		}
 	}
+	return script
+}
+
+// exec runs a script in the operator's shell and returns what it printed
+// and how it ended.
+func (w *walk) exec(script string) (string, error) {
+	w.t.Helper()
 	cmd := exec.Command("bash", "--noprofile", "--norc", "-euo", "pipefail", "-c", script)
 	cmd.Dir = w.work
 	cmd.Env = []string{
@@ -308,21 +377,31 @@ func (w *walk) run(name, script string, subs ...sub) string {
 		"VAULT_TOKEN=" + w.s.Token, "BAO_TOKEN=" + w.s.Token,
 		"MK_PASSWORD=" + walkPassword,
 		"MOUNT=" + w.s.mount(),
+		// go-plugin's sockets (Terraform's providers) stay in the test's directory.
+		"TMPDIR=" + w.home,
 	}
 	cmd.Env = append(cmd.Env, w.env...)
-	start := time.Now()
 	outBytes, err := cmd.CombinedOutput()
 	out := string(outBytes)
 	w.s.mu.Lock()
 	w.s.stdout = append(w.s.stdout, out)
 	w.s.served = append(w.s.served, jwtRe.FindAllString(out, -1)...)
 	w.s.mu.Unlock()
-	shown := strings.ReplaceAll(jwtRe.ReplaceAllString(out, "<token>"), walkPassword, "<password>")
-	if err != nil {
-		w.t.Fatalf("the %s block failed (%v):\n%s\n--- output:\n%s", name, err, script, shown)
+	return out, err
+}
+
+// mask hides tokens and every password the stack knows in text shown on
+// a failure.
+func (w *walk) mask(text string) string {
+	text = jwtRe.ReplaceAllString(text, "<token>")
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	for _, secret := range w.s.secrets {
+		if secret != "" {
+			text = strings.ReplaceAll(text, secret, "<password>")
+		}
 	}
-	w.t.Logf("the %s block ran in %s", name, time.Since(start).Round(time.Millisecond))
-	return out
+	return text
 }
 
 // waitPprof waits for the plugin's pprof listener on port: the plugin
@@ -411,8 +490,10 @@ func (w *walk) tokenStatus(token string) int {
 }
 
 // terraform installs the released provider the way docs/terraform.md
-// says, from a filesystem mirror with no dev overrides, and applies a role
-// with a write-only password, which stays out of the state.
+// says, from a filesystem mirror with no dev overrides, and applies the
+// complete example as it is, with the page's apply block, to the engine
+// just enabled at mk-prod, against `make up`'s stand-in users; the
+// passwords stay out of the state. Destroy leaves the engine empty.
 func (w *walk) terraform() {
 	w.t.Helper()
 	tf := requiredEnv(w.t, "TERRAFORM_BIN")
@@ -427,8 +508,9 @@ func (w *walk) terraform() {
 	// does not exist yet: it writes that file, not ~/.terraformrc. Run
 	// again, it finds the file and leaves it as it is, saying so.
 	rc := filepath.Join(w.work, "cli.tfrc")
-	w.env = []string{"TF_CLI_CONFIG_FILE=" + rc}
-	defer func() { w.env = nil }()
+	saved := w.env
+	w.env = append(append([]string{}, saved...), "TF_CLI_CONFIG_FILE="+rc)
+	defer func() { w.env = saved }()
 	w.run("terraform-install", block, w.platform())
 	written, err := os.ReadFile(rc)
 	if err != nil || !strings.Contains(string(written), "filesystem_mirror") || strings.Contains(string(written), "dev_overrides") {
@@ -444,53 +526,48 @@ func (w *walk) terraform() {
 	if again, _ := os.ReadFile(rc); !strings.Contains(string(again), "# the operator's own line") || !strings.Contains(out, "left as it is") {
 		w.t.Errorf("a second run of the install block changed the existing CLI configuration or said nothing: %q", out)
 	}
-	config := fmt.Sprintf(`terraform {
-  required_providers {
-    mkvault = { source = "metakraftwerk/mkvault" }
-  }
-}
 
-provider "mkvault" {}
-
-variable "password" {
-  type      = string
-  sensitive = true
-  ephemeral = true
-}
-
-resource "mkvault_role" "team_b_tf" {
-  mount               = %q
-  name                = "team-b-tf"
-  email               = %q
-  password_wo         = var.password
-  password_wo_version = 1
-  projects            = ["TEAM_B"]
-}
-`, w.s.mount(), teamBEmail)
+	mk, passwords := docsStandIn(w.t, w.s)
 	if err := os.MkdirAll(filepath.Join(w.work, "tf"), 0o700); err != nil {
 		w.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(w.work, "tf", "main.tf"), []byte(config), 0o600); err != nil {
-		w.t.Fatal(err)
+	copyFile(w.t, filepath.Join(repoRoot(w.t), "terraform-provider-mkvault", "examples", "complete", "main.tf"), filepath.Join(w.work, "tf", "main.tf"))
+	example := w.blocks("docs/terraform.md")["terraform-example"]
+	w.run("terraform-example", example,
+		sub{"", "cd tf\n"},
+		sub{"TF_VAR_team_a_password=…", "TF_VAR_team_a_password=" + passwords["team-a-ci@example.com"]},
+		sub{"TF_VAR_team_b_password=…", "TF_VAR_team_b_password=" + passwords["team-b-deploy@example.com"]},
+		sub{"base_url=https://mk.example.com", "base_url=" + mk.URL},
+		sub{"terraform apply ", "terraform apply -input=false -auto-approve "}) // no one to say yes
+	for role, email := range map[string]string{"team-a-ci": "team-a-ci@example.com", "team-b-deploy": "team-b-deploy@example.com"} {
+		if got := fields(w.s.MustCLI("read", w.s.mount()+"/roles/"+role))["email"]; got != email {
+			w.t.Errorf("the role %s Terraform applied: email %q", role, got)
+		}
 	}
-	w.run("terraform apply", fmt.Sprintf("cd tf\nexport TF_VAR_password=%q\nterraform init -input=false -no-color\nterraform apply -input=false -auto-approve -no-color\n", teamBPassword))
-	if got := fields(w.s.MustCLI("read", w.s.mount()+"/roles/team-b-tf"))["email"]; got != teamBEmail {
-		w.t.Errorf("the role Terraform applied: email %q", got)
+	if got := fields(w.s.MustCLI("read", w.s.mount()+"/config"))["base_url"]; got != mk.URL {
+		w.t.Errorf("the config Terraform applied: base_url %q", got)
 	}
 	lock, _ := os.ReadFile(filepath.Join(w.work, "tf", ".terraform.lock.hcl"))
 	if !regexp.MustCompile(`provider "registry.terraform.io/metakraftwerk/mkvault" \{\s+version\s+= "0.3.0"`).Match(lock) {
 		w.t.Errorf("the lock file does not record the released provider:\n%s", lock)
 	}
 	state, err := os.ReadFile(filepath.Join(w.work, "tf", "terraform.tfstate"))
-	if err != nil || !strings.Contains(string(state), "team-b-tf") {
-		w.t.Fatalf("no state with the role: %v", err)
+	if err != nil || !strings.Contains(string(state), "team-b-deploy") {
+		w.t.Fatalf("no state with the roles: %v", err)
 	}
-	if strings.Contains(string(state), teamBPassword) {
-		w.t.Error("the password is in the Terraform state")
+	for _, password := range passwords {
+		if strings.Contains(string(state), password) {
+			w.t.Error("a password is in the Terraform state")
+		}
 	}
 	w.s.mu.Lock()
 	w.s.stdout = append(w.s.stdout, string(state))
 	w.s.mu.Unlock()
+
+	w.run("terraform destroy", fmt.Sprintf("cd tf\nterraform destroy -input=false -auto-approve -no-color -var mount=%s -var base_url=%s\n", w.s.mount(), mk.URL))
+	if out, _, _ := w.s.CLI("list", w.s.mount()+"/roles"); strings.Contains(out, "team-") {
+		w.t.Errorf("roles are left after terraform destroy:\n%s", out)
+	}
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -508,7 +585,8 @@ func copyFile(t *testing.T, from, to string) {
 // in MetaKraftwerk, from its symptom: the password changes upstream and a
 // reader is refused; the block, given the new password in NEW, shows the
 // rejection, stores the new password with one verify login, and reads.
-func (w *walk) changedPassword() {
+// It returns the new password.
+func (w *walk) changedPassword() string {
 	w.t.Helper()
 	block := w.blocks("docs/operations.md")["runbook-changed-password"]
 	if block == "" {
@@ -516,17 +594,17 @@ func (w *walk) changedPassword() {
 	}
 	s := w.s
 	const newPassword = "pw-CI-BOT-rotated-5e1d07"
-	s.addSecret(newPassword)
-	w.mk.SetPassword(walkEmail, newPassword)
+	w.setUpstreamPassword(newPassword)
 	// The shared token would hide the change until it runs out.
 	s.MustCLI("write", "-f", s.mount()+"/rotate-role/team-a-ci")
 	if _, err := s.ReadCreds(s.API(s.Token), "team-a-ci"); err == nil || !strings.Contains(err.Error(), "Invalid login") {
 		w.t.Fatalf("a read after the password changed upstream: want the rejection, got %v", err)
 	}
 	before := w.mk.Stats().Logins
-	w.env = []string{"NEW=" + newPassword}
-	out := w.run("runbook-changed-password", block, sub{"MOUNT=" + mount, "MOUNT=" + s.mount()}, w.vaultIsBao())
-	w.env = nil
+	var out string
+	w.withEnv(func() {
+		out = w.run("runbook-changed-password", block, w.vaultIsBao())
+	}, "ROLE=team-a-ci", "NEW="+newPassword)
 	for _, want := range []string{`"last_error": "MetaKraftwerk rejected the login`, `"login_refused_until": "20`} {
 		if !strings.Contains(out, want) {
 			w.t.Errorf("the runbook's role read does not show %s:\n%s", want, out)
@@ -538,6 +616,7 @@ func (w *walk) changedPassword() {
 	if _, err := s.ReadCreds(s.API(s.Token), "team-a-ci"); err != nil {
 		w.t.Errorf("a read after the runbook: %v", err)
 	}
+	return newPassword
 }
 
 // metricsPolicy writes bootstrap/policies/metrics.hcl at the walkthrough's

@@ -18,7 +18,8 @@
 # E2E_RUN (a go test -run pattern), E2E_SUITES (e2e, provider, or both, the
 # default), PROMETHEUS_BIN (else built by prometheus-bin.sh), TERRAFORM_BIN
 # and TOFU_BIN (else found or built by terraform-bin.sh), RELEASE_DIR (the
-# walkthrough's signed releases; else built here with make release).
+# walkthrough's signed releases; else built here by docs/install.md's
+# release-throwaway block, which runs make release).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -61,22 +62,34 @@ if [[ $suites == *e2e* ]]; then
 	export PROMETHEUS_BIN
 fi
 
+# doc_block FILE NAME: the sh block of FILE marked <!-- walkthrough: NAME -->.
+doc_block() {
+	awk -v marker="<!-- walkthrough: $2 -->" '
+		$0 == marker { found = 1; next }
+		found && !inside && $0 == "```sh" { inside = 1; next }
+		inside && $0 == "```" { exit }
+		inside { print }' "$1"
+}
+
 # build_releases DIR: the docs walkthrough's releases, v0.3.0 and v0.3.1 of
-# this source for this machine's platform, built by `make release` and
-# signed with a throwaway key, into DIR.
+# this source for this machine's platform, into DIR, built by running
+# docs/install.md's throwaway-key block as written, but for the two
+# versions (one key signs both) and with RELEASE_PLATFORMS narrowed.
+# DIR/.walkthrough-ran records that the block ran, for the walkthrough's
+# check that every marked block runs.
 build_releases() {
-	local gnupg fpr v
-	gnupg=$(mktemp -d)
-	gpg_home() { GNUPGHOME=$gnupg "$@"; }
-	gpg_home gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
-		--quick-gen-key "e2e walkthrough <walkthrough@example.invalid>" ed25519 sign never || return 1
-	fpr=$(gpg_home gpg --batch --with-colons --list-secret-keys | awk -F: '$1 == "fpr" {print $10; exit}')
-	for v in v0.3.0 v0.3.1; do
-		gpg_home make -C "$repo" --no-print-directory release VERSION=$v GO="$GO" DIST="$1" \
-			RELEASE_PLATFORMS="$("$GO" env GOOS)/$("$GO" env GOARCH)" GPG_KEY_ID="$fpr" || { gpg_home gpgconf --kill all; return 1; }
-	done
-	gpg_home gpgconf --kill all
-	rm -rf "$gnupg"
+	local block make_line='make release VERSION=v0.0.1 GPG_KEY_ID=$KEY'
+	block=$(doc_block "$repo/docs/install.md" release-throwaway)
+	if [[ $block != *"$make_line"* ]]; then
+		echo "e2e: docs/install.md's release-throwaway block no longer says '$make_line', which e2e.sh substitutes" >&2
+		return 1
+	fi
+	block=${block/"$make_line"/'make release VERSION=v0.3.0 GPG_KEY_ID=$KEY && make release VERSION=v0.3.1 GPG_KEY_ID=$KEY'}
+	# gpg-agent lives under the block's GNUPGHOME: stop it, remove the keyring.
+	block+=$'\ngpgconf --kill all\nrm -rf "$GNUPGHOME"\n'
+	(cd "$repo" && env -u GNUPGHOME DIST="$1" GO="$GO" RELEASE_PLATFORMS="$("$GO" env GOOS)/$("$GO" env GOARCH)" \
+		bash --noprofile --norc -euo pipefail -c "$block") || return 1
+	echo release-throwaway >"$1/.walkthrough-ran"
 }
 
 # The docs walkthrough (e2e/walkthrough_test.go) installs, upgrades and

@@ -93,6 +93,11 @@ func TestReleaseIsReproducibleSignedAndComplete(t *testing.T) {
 		if !ok {
 			t.Fatalf("malformed line %q", line)
 		}
+		// docs/install.md: the OCI layout is outside SHA256SUMS (the
+		// provenance names its index's digest).
+		if strings.Contains(name, "_oci") {
+			t.Errorf("SHA256SUMS names %s; install.md says the OCI layout is not in it", name)
+		}
 		if plat, ok := strings.CutSuffix(strings.TrimPrefix(name, prefix+"_"), ".zip"); ok {
 			platforms = append(platforms, strings.Replace(plat, "_", "/", 1))
 		}

@@ -37,7 +37,7 @@ func TestBootstrapUsersFile(t *testing.T) {
 	if err := json.Unmarshal(data, &users); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := devserver.New(devserver.Config{Users: users}); err != nil || len(users) != 2 {
+	if _, err := devserver.New(devserver.Config{Users: users}); err != nil || len(users) != 4 {
 		t.Fatalf("%d users, %v", len(users), err)
 	}
 }

@@ -354,6 +354,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+ControlPrefix+"faults", s.handleGetFaults)
 	mux.HandleFunc("POST "+ControlPrefix+"faults", s.handleSetFaults)
 	mux.HandleFunc("POST "+ControlPrefix+"reset", s.handleReset)
+	mux.HandleFunc("POST "+ControlPrefix+"password", s.handleSetPassword)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("Page not found: %s", r.URL.Path))
 	})
@@ -833,6 +834,28 @@ func (f Faults) validate() error {
 		return errors.New("fail_status must be a 4xx or 5xx status")
 	}
 	return nil
+}
+
+// handleSetPassword changes a user's password while the stand-in runs, as
+// an administrator does in MetaKraftwerk: {"email": "…", "password": "…"}.
+// Tokens already issued stay valid: they are checked by signature and exp
+// only, as MetaKraftwerk's are.
+func (s *Server) handleSetPassword(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Email == "" || body.Password == "" {
+		writeError(w, http.StatusBadRequest, `want {"email": "…", "password": "…"}, both non-empty`)
+		return
+	}
+	if !s.SetPassword(body.Email, body.Password) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("No user %q", body.Email))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"email": body.Email, "status": "password changed"})
 }
 
 func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {

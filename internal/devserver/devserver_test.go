@@ -381,3 +381,40 @@ func TestProjectsPaginateLikeFeathers(t *testing.T) {
 		t.Errorf("ParsePaginate: %+v %v", p, err)
 	}
 }
+
+// The control API changes a password while the stand-in runs: the old
+// password is refused from then on, the new one logs in, and a token
+// issued before the change still opens the API.
+func TestSetPasswordWhileRunning(t *testing.T) {
+	var logs strings.Builder
+	r, _ := start(t, &logs)
+	code, body, _ := post(t, r.URL+"/authentication", `{"strategy":"local","email":"a@example.com","password":"pw-a-123"}`)
+	if code != 201 {
+		t.Fatalf("login before the change: %d", code)
+	}
+	before, _ := body["accessToken"].(string)
+	if code, _, _ := post(t, r.URL+ControlPrefix+"password", `{"email":"a@example.com","password":"pw-a-changed-789"}`); code != 200 {
+		t.Fatalf("changing the password: %d", code)
+	}
+	if code, _, _ := post(t, r.URL+"/authentication", `{"strategy":"local","email":"a@example.com","password":"pw-a-123"}`); code != 401 {
+		t.Errorf("the old password after the change: %d, want 401", code)
+	}
+	if code, _, _ := post(t, r.URL+"/authentication", `{"strategy":"local","email":"a@example.com","password":"pw-a-changed-789"}`); code != 201 {
+		t.Errorf("the new password: %d, want 201", code)
+	}
+	if code, _ := get(t, r.URL+"/api/v1/projects", before); code != 200 {
+		t.Errorf("a token issued before the change: %d, want 200", code)
+	}
+	for body, want := range map[string]int{
+		`{"email":"nobody@example.com","password":"x"}`:  404,
+		`{"email":"a@example.com"}`:                      400,
+		`{"email":"a@example.com","password":"x","x":1}`: 400,
+	} {
+		if code, _, _ := post(t, r.URL+ControlPrefix+"password", body); code != want {
+			t.Errorf("password %s: %d, want %d", body, code, want)
+		}
+	}
+	if strings.Contains(logs.String(), "pw-a-changed-789") {
+		t.Error("the request log holds the new password")
+	}
+}
