@@ -5,7 +5,7 @@
 // and CI jobs do: the CLI first, the HTTP API where the CLI cannot
 // (concurrency).
 //
-// Run it with `make e2e`: it needs SERVER_BIN (a vault >= 1.15 or a bao),
+// Run it with `make e2e`: it needs SERVER_BIN (a vault >= 1.19 or a bao),
 // PLUGIN_BIN (the built plugin) and PLUGIN_VERSION (the version stamped into
 // it), and for the docs walkthrough RELEASE_DIR (signed releases v0.3.0 and
 // v0.3.1) and, on Vault, TERRAFORM_BIN; scripts/e2e.sh provides them all.

@@ -3,7 +3,7 @@
 #
 # Order of preference:
 #   1. $VAULT_BIN, if set (must be executable);
-#   2. `vault` on PATH, if it is at least v1.15 and, when VAULT_LINE is set
+#   2. `vault` on PATH, if it is at least v1.19 (the oldest the engine supports) and, when VAULT_LINE is set
 #      (e.g. 1.21), of that line (skipped when VAULT_BUILD_VERSION asks for
 #      a specific version);
 #   3. Vault $VAULT_BUILD_VERSION (default v1.21.0) built from the Go module
@@ -17,7 +17,7 @@ set -euo pipefail
 
 VAULT_VERSION="${VAULT_BUILD_VERSION:-v1.21.0}"
 MIN_MAJOR=1
-MIN_MINOR=15
+MIN_MINOR=19
 CACHE_ROOT="${VAULT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-plugin-secrets-metakraftwerk}"
 TARGET="$CACHE_ROOT/vault-$VAULT_VERSION/vault"
 
@@ -26,7 +26,7 @@ log() { printf 'vault-bin: %s\n' "$*" >&2; }
 . "$(dirname "${BASH_SOURCE[0]}")/build-cache.sh"
 
 version_ok() {
-	# $1: path to a vault binary. True when it reports v1.15 or newer.
+	# $1: path to a vault binary. True when it reports v1.19 or newer.
 	local out major minor
 	# The whole answer, then its first line: `| head -n1` could SIGPIPE the
 	# CLI and pipefail would fail a good binary.
