@@ -109,7 +109,7 @@ e2e: build ## end-to-end suite on Vault v1.21.0, plus OpenBao when a bao binary 
 	$(E2E_ENV) scripts/e2e.sh $(E2E_PLATFORMS)
 
 .PHONY: e2e-matrix
-e2e-matrix: build ## end-to-end suite on Vault v1.21.0, Vault v1.19.5 (LTS) and OpenBao; fails unless all ran
+e2e-matrix: build ## end-to-end suite on Vault v1.21.0, Vault v1.19.0 (LTS) and OpenBao; fails unless all ran
 	$(E2E_ENV) scripts/e2e.sh vault vault-lts openbao
 
 .PHONY: e2e-ha

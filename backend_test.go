@@ -167,7 +167,7 @@ func setupBackendOn(t testing.TB, now func() time.Time, storage *logical.InmemSt
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
 	conf.StorageView = storage
-	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.4"}
+	conf.System.(*logical.StaticSystemView).PluginEnvironment = &logical.PluginEnvironment{VaultVersion: "1.21.0"}
 	b := newBackend(now)
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)

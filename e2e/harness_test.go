@@ -88,7 +88,7 @@ func pluginSockets() map[string]bool {
 
 // Platform is the server under test.
 type Platform struct {
-	// Name is the product and version, e.g. "Vault v1.21.4".
+	// Name is the product and version, e.g. "Vault v1.21.0".
 	Name    string
 	OpenBao bool
 }

@@ -36,7 +36,7 @@ fi
 server_bin() {
 	case $1 in
 	vault) VAULT_LINE=1.21 "$here/vault-bin.sh" ;;
-	vault-lts) VAULT_BIN=${VAULT_LTS_BIN:-} VAULT_BUILD_VERSION=v1.19.5 "$here/vault-bin.sh" ;;
+	vault-lts) VAULT_BIN=${VAULT_LTS_BIN:-} VAULT_BUILD_VERSION=v1.19.0 "$here/vault-bin.sh" ;;
 	openbao) "$here/bao-bin.sh" ;;
 	*) echo "e2e: unknown platform $1 (vault, vault-lts, openbao)" >&2; return 1 ;;
 	esac

@@ -82,8 +82,8 @@ func (r *e2eRun) run(env []string, platforms ...string) (out string, ok bool, ra
 // takes VAULT_LTS_BIN or its own build, never the other Vault.
 func TestE2ELTSIgnoresVaultBin(t *testing.T) {
 	r := newE2ERun(t)
-	current := r.server("vault-1.21", "Vault v1.21.4 ('abc'), built 2025-01-01T00:00:00Z")
-	lts := r.server("cache/vault-v1.19.5/vault", "Vault v1.19.5 ('def'), built 2025-01-01T00:00:00Z")
+	current := r.server("vault-1.21", "Vault v1.21.0 ('abc'), built 2025-01-01T00:00:00Z")
+	lts := r.server("cache/vault-v1.19.0/vault", "Vault v1.19.0 ('def'), built 2025-01-01T00:00:00Z")
 
 	out, ok, ranOn := r.run([]string{"VAULT_BIN=" + current}, "vault", "vault-lts")
 	if !ok || len(ranOn) != 2 || ranOn[0] != current || ranOn[1] != lts {
@@ -101,18 +101,18 @@ func TestE2ELTSIgnoresVaultBin(t *testing.T) {
 // suite runs, and says what it found.
 func TestE2EFailsOnAServerOfAnotherPlatform(t *testing.T) {
 	r := newE2ERun(t)
-	vault121 := r.server("vault-1.21", "Vault v1.21.4 ('abc'), built 2025-01-01T00:00:00Z")
+	vault121 := r.server("vault-1.21", "Vault v1.21.0 ('abc'), built 2025-01-01T00:00:00Z")
 	bao := r.server("bao", "OpenBao v2.6.2 ('abc'), built 2025-01-01T00:00:00Z")
 	for _, tt := range []struct {
 		platform string
 		env      string
 		reported string
 	}{
-		{"vault-lts", "VAULT_LTS_BIN=" + vault121, "Vault v1.21.4"},
-		{"openbao", "BAO_BIN=" + vault121, "Vault v1.21.4"},
+		{"vault-lts", "VAULT_LTS_BIN=" + vault121, "Vault v1.21.0"},
+		{"openbao", "BAO_BIN=" + vault121, "Vault v1.21.0"},
 		{"vault", "VAULT_BIN=" + bao, "OpenBao v2.6.2"},
 		// The vault leg is the line it names, not any Vault.
-		{"vault", "VAULT_BIN=" + r.server("vault-1.19", "Vault v1.19.5 ('def'), built 2025-01-01T00:00:00Z"), "Vault v1.19.5"},
+		{"vault", "VAULT_BIN=" + r.server("vault-1.19", "Vault v1.19.0 ('def'), built 2025-01-01T00:00:00Z"), "Vault v1.19.0"},
 	} {
 		out, ok, ranOn := r.run([]string{tt.env}, tt.platform)
 		if ok || len(ranOn) != 0 {
@@ -129,9 +129,9 @@ func TestE2EFailsOnAServerOfAnotherPlatform(t *testing.T) {
 // Terraform, on vault-lts not at all.
 func TestE2ERunsTheProviderSuite(t *testing.T) {
 	r := newE2ERun(t)
-	vault := r.server("vault", "Vault v1.21.4 ('abc'), built 2025-01-01T00:00:00Z")
+	vault := r.server("vault", "Vault v1.21.0 ('abc'), built 2025-01-01T00:00:00Z")
 	bao := r.server("bao", "OpenBao v2.6.2 ('abc'), built 2025-01-01T00:00:00Z")
-	lts := r.server("lts", "Vault v1.19.5 ('def'), built 2025-01-01T00:00:00Z")
+	lts := r.server("lts", "Vault v1.19.0 ('def'), built 2025-01-01T00:00:00Z")
 	terraform := r.script("terraform", `echo 'Terraform v1.11.4'`)
 	tofu := r.script("tofu", `echo 'OpenTofu v1.12.6'`)
 	out, ok, ranOn := r.run([]string{"E2E_SUITES=e2e provider", "VAULT_BIN=" + vault, "BAO_BIN=" + bao, "VAULT_LTS_BIN=" + lts,
@@ -141,7 +141,7 @@ func TestE2ERunsTheProviderSuite(t *testing.T) {
 	if !ok || strings.Join(ranOn, " ") != strings.Join(want, " ") {
 		t.Fatalf("ran %q (ok=%v), want %q:\n%s", ranOn, ok, want, out)
 	}
-	if !strings.Contains(out, "vault provider: passed on Vault v1.21.4 with OpenTofu v1.12.6") {
+	if !strings.Contains(out, "vault provider: passed on Vault v1.21.0 with OpenTofu v1.12.6") {
 		t.Errorf("the summary does not name the OpenTofu leg:\n%s", out)
 	}
 }
