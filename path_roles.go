@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/mkclient"
 )
@@ -320,25 +321,44 @@ func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, d *fr
 		return logical.ListResponse(names), nil
 	}
 	names = names[:min(limit, len(names))]
+	roles, err := b.pageRoles(ctx, req.Storage, names)
+	if err != nil {
+		return nil, err
+	}
 	keys := make([]string, 0, len(names))
 	info := make(map[string]any, len(names))
-	for _, name := range names {
-		// What a creds read cached needs no storage read.
-		role, _ := b.store.get(name)
-		if role.role == nil {
-			r, err := getRole(ctx, req.Storage, name)
-			if err != nil {
-				return nil, err
-			}
-			if r == nil { // deleted since the list
-				continue
-			}
-			role.role = r
+	for i, name := range names {
+		if roles[i] == nil { // deleted since the list
+			continue
 		}
 		keys = append(keys, name)
-		info[name] = roleListInfo(role.role)
+		info[name] = roleListInfo(roles[i])
 	}
 	return logical.ListResponseWithInfo(keys, info), nil
+}
+
+// pageReaders is how many storage reads one LIST page has in flight: each
+// is a round trip to the server, which answers them in parallel.
+const pageReaders = 8
+
+// pageRoles reads the roles of one LIST page, nil for one deleted since;
+// what a creds read cached needs no storage read.
+func (b *backend) pageRoles(ctx context.Context, s logical.Storage, names []string) ([]*roleEntry, error) {
+	roles := make([]*roleEntry, len(names))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(pageReaders)
+	for i, name := range names {
+		if state, _ := b.store.get(name); state.role != nil {
+			roles[i] = state.role
+			continue
+		}
+		g.Go(func() error {
+			r, err := getRole(ctx, s, name)
+			roles[i] = r
+			return err
+		})
+	}
+	return roles, g.Wait()
 }
 
 func (b *backend) pathRoleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
