@@ -167,6 +167,13 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	alerts, err := os.ReadFile(filepath.Join(repoRoot(t), "bootstrap", "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), alerts, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	port := portpair.Free(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
@@ -187,6 +194,12 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 
 	query := `metakraftwerk_role_creds_issued_total{job="vault-metakraftwerk",role="team-a-ci",source="shared"}`
 	waitForValue(t, addr, query, "4", logFile.Name())
+	// The shipped alerts loaded: Prometheus refuses to start on a bad rule
+	// file, and evaluates these against the engine's series.
+	if code, body, err := get(t, "http://"+addr+"/api/v1/rules", ""); err != nil || code != http.StatusOK ||
+		strings.Count(string(body), `"name":"MetaKraftwerk`) != 4 || strings.Contains(string(body), `"health":"err`) {
+		t.Errorf("the shipped alerts: HTTP %d %v %s", code, err, body)
+	}
 	waitForValue(t, addr, `sum(metakraftwerk_creds_issued_total{job="vault-metakraftwerk"})`, "5", logFile.Name())
 
 	// Prometheus reads the token file at every scrape: a token replaced in

@@ -6,7 +6,8 @@
 // rate, a plain LIST and a KV v1 LIST of as many keys (time, size, the
 // plugin's RSS added), the detailed LIST paged through (time, size), a
 // creds read's p50 (a fresh login, and a shared token), the plugin's RSS
-// and live heap, and the default scrape's size. At 100,000 roles it also
+// and live heap (after a GC its pprof endpoint runs), and the default
+// scrape's size. At 100,000 roles it also
 // reads creds for 2,000 roles with a shared token and 2,000 without (the
 // memory each adds) and reloads the plugin (the time until a creds read
 // answers again). With -before <plugin binary> it then switches the mount
@@ -25,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -59,6 +61,8 @@ type stack struct {
 	addr, token, dir, cli string
 	// plugin is the command of the plugin in force.
 	plugin string
+	// pprof is the address of the plugin's pprof endpoint.
+	pprof string
 }
 
 func main() {
@@ -102,7 +106,8 @@ func main() {
 		detT, detSize, pages := pageDetailed(st)
 		fresh, shared := readP50(st, "scale-000001"), readP50(st, "scale-000000")
 		p50s = append(p50s, fresh)
-		scrape, series, heap := scrape(st)
+		scrape, series, _ := scrape(st)
+		heap := heapOf(st)
 		row := fmt.Sprintf("| %d | %.0f | %s | %s | %s | %s | %s (%d pages) | %s | %s | %s | %s | %s | %s | %d |\n",
 			n, rate, ms(listT), kib(listSize), mib(listRSS), ms(kvT), ms(detT), pages, kib(detSize), ms(fresh), ms(shared), mib(st.rss()), mib(heap), kib(int64(scrape)), series)
 		b.WriteString(row)
@@ -308,18 +313,25 @@ func scrape(st *stack) (int, int, int64) {
 	return len(body), series, heap
 }
 
-func heapOf(st *stack) int64 { _, _, h := scrape(st); return h }
-
-// runtimeGC lets the plugin's heap settle before a sample: the live heap
-// is as of the last GC, so shared reads of one role (which allocate and
-// keep nothing) make that GC happen in a steady state, after the garbage
-// of a LIST or a page is gone.
-func runtimeGC(st *stack) {
-	for range 300 {
-		must(st.get(mount + "/creds/scale-000000"))
+// heapOf is the plugin's live heap: HeapAlloc right after a GC that the
+// plugin's pprof endpoint runs (?gc=1).
+func heapOf(st *stack) int64 {
+	resp, err := client.Get("http://" + st.pprof + "/debug/pprof/heap?gc=1&debug=1")
+	must(err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
 	}
-	time.Sleep(time.Second)
+	log.Fatal("the plugin's heap profile has no HeapAlloc")
+	return 0
 }
+
+// runtimeGC lets the plugin settle before a sample.
+func runtimeGC(_ *stack) { time.Sleep(time.Second) }
 
 func (st *stack) do(method, path, body string) ([]byte, int, error) {
 	req, _ := http.NewRequest(method, st.addr+"/v1/"+path, strings.NewReader(body))
@@ -370,7 +382,13 @@ func bringUp(repo string) (*stack, func()) {
 	dir, err := os.MkdirTemp("", "metakraftwerk-scale.")
 	must(err)
 	script := filepath.Join(repo, "bootstrap", "stack.sh")
-	env := append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+dir)
+	// The plugin inherits the server's environment: its pprof endpoint
+	// gives the live heap after a GC.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	pprof := ln.Addr().String()
+	_ = ln.Close()
+	env := append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+dir, "METAKRAFTWERK_PLUGIN_PPROF_ADDR="+pprof)
 	up := exec.Command(script, "up")
 	up.Env, up.Stdout, up.Stderr = env, io.Discard, os.Stderr
 	if err := up.Run(); err != nil {
@@ -385,7 +403,7 @@ func bringUp(repo string) (*stack, func()) {
 			_ = os.RemoveAll(dir)
 		})
 	}
-	st := &stack{dir: dir, plugin: "vault-plugin-secrets-metakraftwerk"}
+	st := &stack{dir: dir, plugin: "vault-plugin-secrets-metakraftwerk", pprof: pprof}
 	data, err := os.ReadFile(filepath.Join(dir, "env"))
 	if err != nil {
 		down()
