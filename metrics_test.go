@@ -434,3 +434,21 @@ func TestMetricsSeriesBudget(t *testing.T) {
 	// Its rejection is remembered across the config write.
 	m.expect(1, "metakraftwerk_role_creds_refused_total", "role=team-00001")
 }
+
+// A shared token with less than reuse_min_remaining left is counted as
+// expiring: the next read of its role logs in.
+func TestMetricsRoleStateSharedTokenExpiring(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", map[string]any{fieldReuseTokens: true, fieldReuseMinRemaining: "1h"})
+	exp, err := time.Parse(time.RFC3339, env.mustRead("creds/ci").Data[fieldExpiresAt].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := env.scrape()
+	m.expect(1, "metakraftwerk_roles", "state=shared_token_held")
+	m.expect(0, "metakraftwerk_roles", "state=shared_token_expiring")
+	env.clock.Advance(exp.Sub(env.clock.Now()) - 59*time.Minute)
+	m = env.scrape()
+	m.expect(0, "metakraftwerk_roles", "state=shared_token_held")
+	m.expect(1, "metakraftwerk_roles", "state=shared_token_expiring")
+}
