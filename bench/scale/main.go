@@ -98,15 +98,15 @@ func main() {
 	for _, n := range steps {
 		rate := writeRoles(st, written, n)
 		written = n
-		runtimeGC(st)
+		settle()
 		rssBefore := st.rss()
-		listT, listSize := timeList(st, mount+"/roles", "")
+		listT, listSize := timeList(st, mount+"/roles")
 		listRSS := st.rss() - rssBefore
-		kvT, _ := timeList(st, "kv1/k", "")
+		kvT, _ := timeList(st, "kv1/k")
 		detT, detSize, pages := pageDetailed(st)
 		fresh, shared := readP50(st, "scale-000001"), readP50(st, "scale-000000")
 		p50s = append(p50s, fresh)
-		scrape, series, _ := scrape(st)
+		scrape, series := scrape(st)
 		heap := heapOf(st)
 		row := fmt.Sprintf("| %d | %.0f | %s | %s | %s | %s | %s (%d pages) | %s | %s | %s | %s | %s | %s | %d |\n",
 			n, rate, ms(listT), kib(listSize), mib(listRSS), ms(kvT), ms(detT), pages, kib(detSize), ms(fresh), ms(shared), mib(st.rss()), mib(heap), kib(int64(scrape)), series)
@@ -126,16 +126,16 @@ func main() {
 		name  string
 		first int
 	}{{"read once, shared token held", 2}, {"read once, no shared token", 3}} {
-		runtimeGC(st)
+		settle()
 		r0, h0 := st.rss(), heapOf(st)
 		for i := range perKind {
 			must(st.get(fmt.Sprintf("%s/creds/scale-%06d", mount, kind.first+2*i)))
 		}
-		runtimeGC(st)
+		settle()
 		r1, h1 := st.rss(), heapOf(st)
 		fmt.Fprintf(&b, "| %s | %d B | %d B |\n", kind.name, (r1-r0)/int64(perKind), (h1-h0)/int64(perKind))
 	}
-	size, _, _ := scrape(st)
+	size, _ := scrape(st)
 	fmt.Fprintf(&b, "\nThe default scrape after those reads: %s.\n", kib(int64(size)))
 
 	// The plugin's start with the roles stored: reload, then the first
@@ -147,7 +147,7 @@ func main() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	firstRead := time.Since(t0)
-	firstList, _ := timeList(st, mount+"/roles", "")
+	firstList, _ := timeList(st, mount+"/roles")
 	fmt.Fprintf(&b, "\nPlugin reload with %d roles stored: the reload answered in %s, the first creds read after %s, then a LIST took %s; plugin RSS %s.\n",
 		written, ms(reloaded), ms(firstRead), ms(firstList), mib(st.rss()))
 
@@ -177,11 +177,11 @@ func measureBefore(st *stack, bin string, roles int) string {
 	for st.get(mount+"/config") != nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	runtimeGC(st)
+	settle()
 	r0 := st.rss()
-	t1, size := timeList(st, mount+"/roles", "")
+	t1, size := timeList(st, mount+"/roles")
 	r1 := st.rss()
-	t2, _ := timeList(st, mount+"/roles", "")
+	t2, _ := timeList(st, mount+"/roles")
 	return fmt.Sprintf("\nThe same %d roles, the plugin of -before (%s): LIST %s (again %s), %s, RSS %s → %s (+%s).\n",
 		roles, filepath.Base(bin), ms(t1), ms(t2), kib(size), mib(r0), mib(r1), mib(r1-r0))
 }
@@ -231,12 +231,12 @@ func writeRoles(st *stack, from, to int) float64 {
 }
 
 // timeList is the median of three LISTs and the answer's size.
-func timeList(st *stack, path, query string) (time.Duration, int64) {
+func timeList(st *stack, path string) (time.Duration, int64) {
 	var times []time.Duration
 	var size int64
 	for range 3 {
 		t0 := time.Now()
-		body, code, err := st.do("LIST", path+query, "")
+		body, code, err := st.do("LIST", path, "")
 		if err != nil || (code != 200 && code != 404) {
 			log.Fatalf("LIST %s: %d %v", path, code, err)
 		}
@@ -292,25 +292,19 @@ func readP50(st *stack, role string) time.Duration {
 	return r.Percentile(0.5)
 }
 
-// scrape answers the default scrape's size, its metakraftwerk_ series and
-// the plugin's live heap.
-func scrape(st *stack) (int, int, int64) {
+// scrape answers the default scrape's size and its metakraftwerk_ series.
+func scrape(st *stack) (int, int) {
 	body, code, err := st.do(http.MethodGet, mount+"/metrics", "")
 	if err != nil || code != 200 {
 		log.Fatalf("scrape: %d %v", code, err)
 	}
 	series := 0
-	var heap int64
 	for _, line := range strings.Split(string(body), "\n") {
 		if strings.HasPrefix(line, "metakraftwerk_") {
 			series++
 		}
-		if v, ok := strings.CutPrefix(line, "go_gc_heap_live_bytes "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			heap = int64(f)
-		}
 	}
-	return len(body), series, heap
+	return len(body), series
 }
 
 // heapOf is the plugin's live heap: HeapAlloc right after a GC that the
@@ -330,8 +324,8 @@ func heapOf(st *stack) int64 {
 	return 0
 }
 
-// runtimeGC lets the plugin settle before a sample.
-func runtimeGC(_ *stack) { time.Sleep(time.Second) }
+// settle lets the plugin settle before a sample.
+func settle() { time.Sleep(time.Second) }
 
 func (st *stack) do(method, path, body string) ([]byte, int, error) {
 	req, _ := http.NewRequest(method, st.addr+"/v1/"+path, strings.NewReader(body))
@@ -346,7 +340,6 @@ func (st *stack) do(method, path, body string) ([]byte, int, error) {
 }
 
 func (st *stack) post(path, body string) error { return st.expect(http.MethodPost, path, body) }
-func (st *stack) put(path, body string) error  { return st.expect(http.MethodPut, path, body) }
 func (st *stack) get(path string) error        { return st.expect(http.MethodGet, path, "") }
 
 func (st *stack) expect(method, path, body string) error {
