@@ -181,6 +181,12 @@ down: ## tear down the local stack started by `make up`
 bench: build ## side-by-side benchmark on the local stack; results in .bench/ (outside git)
 	$(GO) run ./bench -repo $(CURDIR) -out $(CURDIR)/.bench
 
+# Not part of make test: it writes 100,000 roles (about two minutes) and
+# measures what they cost; results in .bench/ (outside git).
+.PHONY: bench-scale
+bench-scale: build ## costs of 10, 10,000 and 100,000 roles on the local stack (docs/performance.md); results in .bench/
+	$(GO) run ./bench/scale -repo $(CURDIR) -out $(CURDIR)/.bench $(if $(BEFORE),-before $(BEFORE))
+
 TOOLS       := $(DIST)/.tools
 RELEASE_BIN := $(DIST)/.bin
 

@@ -69,7 +69,7 @@ type backend struct {
 
 func newBackend(clock func() time.Time) *backend {
 	b := &backend{now: clock, store: newMemStore(), roleLocks: locksutil.CreateLocks(), memoryLocks: locksutil.CreateLocks()}
-	b.metrics = newEngineMetrics(b.store.sharedTokens)
+	b.metrics = newEngineMetrics(b.store)
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -101,6 +101,7 @@ func (b *backend) client(ctx context.Context, s logical.Storage) (*mkclient.Clie
 		if err != nil {
 			return nil, nil, err
 		}
+		b.metrics.setNamed(cfg.MetricsRoles)
 		if client, err = cfg.newClient(b.metrics.retries.Inc); err != nil {
 			return nil, nil, err
 		}

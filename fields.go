@@ -22,6 +22,7 @@ const (
 	fieldExpiryLeeway         = "expiry_leeway"
 	fieldRejectedLoginBackoff = "rejected_login_backoff"
 	fieldMaxUpstreamTime      = "max_upstream_time"
+	fieldMetricsRoles         = "metrics_roles"
 
 	fieldName              = "name"
 	fieldEmail             = "email"
@@ -46,6 +47,9 @@ const (
 	fieldTokenID     = "token_id"
 
 	fieldRetired = "retired"
+
+	fieldAfter = "after"
+	fieldLimit = "limit"
 
 	fieldUpdatedAt            = "updated_at"
 	fieldPasswordUpdatedAt    = "password_updated_at"

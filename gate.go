@@ -285,6 +285,7 @@ func (b *backend) recordLogin(req gateRequest, key loginKey, seq uint64, tok *is
 	}
 	b.store.update(req.st, req.name, func(rs *roleState) {
 		rs.lastError, rs.lastErrorAt = err.Error(), now
+		rs.errorSeq = max(rs.errorSeq, seq)
 	})
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +27,8 @@ const (
 	// max_request_duration of 90s.
 	defaultMaxUpstreamTime = 85 * time.Second
 	maxMaxUpstreamTime     = time.Hour
+	// maxMetricsRoles bounds metrics_roles; a pattern may name many roles.
+	maxMetricsRoles = 100
 )
 
 // mkConfig is the stored connection configuration. Nothing in it is secret.
@@ -40,6 +44,9 @@ type mkConfig struct {
 	// MaxUpstreamTime bounds what one request waits for MetaKraftwerk in
 	// all (upstreamBudget).
 	MaxUpstreamTime time.Duration `json:"max_upstream_time"`
+	// MetricsRoles names the roles (names or path.Match patterns) that get
+	// series of their own in the metrics.
+	MetricsRoles []string `json:"metrics_roles,omitempty"`
 }
 
 func defaultConfig() *mkConfig {
@@ -72,6 +79,10 @@ func (c *mkConfig) newClient(onRetry func()) (*mkclient.Client, error) {
 }
 
 func (c *mkConfig) toResponseData() map[string]any {
+	metricsRoles := c.MetricsRoles
+	if metricsRoles == nil {
+		metricsRoles = []string{}
+	}
 	return map[string]any{
 		fieldBaseURL:        c.BaseURL,
 		fieldCACert:         c.CACert,
@@ -81,6 +92,7 @@ func (c *mkConfig) toResponseData() map[string]any {
 
 		fieldRejectedLoginBackoff: int64(c.RejectedLoginBackoff / time.Second),
 		fieldMaxUpstreamTime:      int64(c.MaxUpstreamTime / time.Second),
+		fieldMetricsRoles:         metricsRoles,
 	}
 }
 
@@ -182,6 +194,13 @@ func pathConfig(b *backend) []*framework.Path {
 					"At least 1s, at most %s.", formatDuration(maxMaxUpstreamTime)),
 				Default: int(defaultMaxUpstreamTime / time.Second),
 			},
+			fieldMetricsRoles: {
+				Type: framework.TypeCommaStringSlice,
+				Description: fmt.Sprintf("Roles that get metrics series of their own (metakraftwerk_role_*, labelled role), "+
+					"besides the series of all roles together: role names or glob patterns (*, ?, [a-z]), at most %d, comma-separated "+
+					"on the CLI. Empty keeps the scrape the same size whatever the number of roles; every role a "+
+					"pattern names adds up to 10 series. An empty value clears it.", maxMetricsRoles),
+			},
 		},
 		ExistenceCheck: b.pathConfigExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -219,6 +238,7 @@ var configResponseFields = map[string]*framework.FieldSchema{
 
 	fieldRejectedLoginBackoff: {Type: framework.TypeDurationSecond, Required: true},
 	fieldMaxUpstreamTime:      {Type: framework.TypeDurationSecond, Required: true},
+	fieldMetricsRoles:         {Type: framework.TypeCommaStringSlice, Required: true},
 }
 
 func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
@@ -255,6 +275,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if oldBaseURL != cfg.BaseURL {
 		b.forgetStoredRejections(ctx, req.Storage, "")
 	}
+	b.metrics.setNamed(cfg.MetricsRoles)
 	return nil, err
 }
 
@@ -316,6 +337,9 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 			cfg.MaxUpstreamTime = m
 		}
 	}
+	if v, ok := d.GetOk(fieldMetricsRoles); ok {
+		cfg.MetricsRoles = checkMetricsRoles(v.([]string), p)
+	}
 	if v, ok := d.GetOk(fieldRejectedLoginBackoff); ok {
 		w := time.Duration(v.(int)) * time.Second
 		switch {
@@ -325,6 +349,36 @@ func applyConfigFields(cfg *mkConfig, d *framework.FieldData, p *problems) {
 			cfg.RejectedLoginBackoff = w
 		}
 	}
+}
+
+// checkMetricsRoles trims and checks metrics_roles: each a role name or a
+// path.Match pattern over role names.
+func checkMetricsRoles(in []string, p *problems) []string {
+	var out []string
+	for i, pat := range in {
+		pat = strings.TrimSpace(pat)
+		switch {
+		case pat == "":
+			continue
+		case len(pat) > maxRoleNameLen:
+			p.add(fieldMetricsRoles, "entry %d is longer than %d characters", i+1, maxRoleNameLen)
+		case unsafeText(pat) != "":
+			p.add(fieldMetricsRoles, "entry %d %s", i+1, unsafeText(pat))
+		default:
+			// A '/' never matches: role names have none.
+			if _, err := path.Match(pat, ""); err != nil || strings.Contains(pat, "/") {
+				p.add(fieldMetricsRoles, "entry %d %q is not a role name or a glob pattern (*, ?, [a-z]) of role names", i+1, pat)
+				continue
+			}
+			if !slices.Contains(out, pat) {
+				out = append(out, pat)
+			}
+		}
+	}
+	if len(out) > maxMetricsRoles {
+		p.add(fieldMetricsRoles, "at most %d entries, got %d", maxMetricsRoles, len(out))
+	}
+	return out
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -337,6 +391,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	if readErr != nil || old.BaseURL != mkclient.DefaultBaseURL {
 		b.forgetStoredRejections(ctx, req.Storage, "")
 	}
+	b.metrics.setNamed(nil)
 	if err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}

@@ -33,6 +33,7 @@ func TestConfigDefaultsWithoutStoredConfig(t *testing.T) {
 
 		fieldRejectedLoginBackoff: int64(300),
 		fieldMaxUpstreamTime:      int64(85),
+		fieldMetricsRoles:         []string{},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config read = %#v, want %#v", got, want)

@@ -102,7 +102,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		var remembered *loginRejection
 		if errors.As(err, &remembered) {
-			b.metrics.credsRefused.WithLabelValues(name).Inc()
+			b.metrics.refused(name)
 		}
 		return errorResponse(err)
 	}
@@ -143,7 +143,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if reused {
 		source = sourceShared
 	}
-	b.metrics.credsIssued.WithLabelValues(name, source).Inc()
+	b.metrics.issued(name, source)
 	// A plugin logs at trace level into Vault, which drops what is below
 	// its own level only after the line crossed the process boundary; a
 	// line per reused hand-out cost about as much as the rest of the read.

@@ -36,6 +36,8 @@ const (
 	// maxMaxConcurrentLogins is the client's idle connections per host:
 	// beyond it, parallel logins would open and close connections.
 	maxMaxConcurrentLogins = 64
+	// maxListPage bounds the roles of one detailed LIST page.
+	maxListPage = 1000
 )
 
 // roleEntry is a stored role. Password never leaves storage except in the
@@ -162,6 +164,20 @@ func pathRoles(b *backend) []*framework.Path {
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "roles",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				fieldAfter: {
+					Type:        framework.TypeString,
+					Query:       true,
+					Description: "List the roles whose names sort after this one: the last name of the previous page.",
+				},
+				fieldLimit: {
+					Type:  framework.TypeInt,
+					Query: true,
+					Description: fmt.Sprintf("Answer a page of at most this many roles (1 to %d), each with key_info: email, reuse_tokens, "+
+						"project_count and the first %d characters of description (what list -detailed shows).",
+						maxListPage, maxListedDescription),
+				},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
@@ -292,9 +308,9 @@ var roleResponseFields = map[string]*framework.FieldSchema{
 	fieldSharedTokenExpiresAt: {Type: framework.TypeString, Required: true, Description: "With reuse_tokens, when the shared token expires."},
 }
 
-// roleListInfo is what LIST shows of each role (vault list -detailed):
-// small fields only, so that a LIST, which the Vault UI sends routinely,
-// costs a bounded amount per role however large the roles are.
+// roleListInfo is what a page of LIST shows of each role (list -detailed
+// with a limit): small fields only, so that a page costs a bounded amount
+// per role however large the roles are.
 func roleListInfo(r *roleEntry) map[string]any {
 	return map[string]any{
 		fieldEmail:        r.Email,
@@ -315,34 +331,73 @@ func truncate(s string, n int) string {
 	return string([]rune(s)[:n]) + "…"
 }
 
-func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	after := d.Get(fieldAfter).(string)
+	limit := d.Get(fieldLimit).(int)
+	if limit < 0 || limit > maxListPage {
+		return logical.ErrorResponse(fmt.Sprintf("%s: must be between 1 and %d (0 or none lists every role, with details up to %d), got %d", fieldLimit, maxListPage, maxListPage, limit)), nil
+	}
 	names, err := req.Storage.List(ctx, roleStoragePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing roles: %w", err)
 	}
-	info := make(map[string]any, len(names))
-	for _, name := range names {
-		// What a creds read or an earlier LIST cached needs no storage read.
-		state, st := b.store.get(name)
-		switch {
-		case state.listed != nil:
-			info[name] = state.listed
-		case state.role != nil:
-			info[name] = roleListInfo(state.role)
-		default:
-			role, err := getRole(ctx, req.Storage, name)
-			if err != nil {
-				return nil, err
-			}
-			if role == nil { // deleted since the list
-				continue
-			}
-			listed := roleListInfo(role)
-			b.store.update(st, name, func(rs *roleState) { rs.listed = listed })
-			info[name] = listed
-		}
+	// Storage lists in order on every backend known; paging relies on it.
+	if !slices.IsSorted(names) {
+		slices.Sort(names)
 	}
-	return logical.ListResponseWithInfo(names, info), nil
+	if after != "" {
+		i, found := slices.BinarySearch(names, after)
+		if found {
+			i++
+		}
+		names = names[i:]
+	}
+	// A plain LIST of a mount of up to one page answers as its first page,
+	// so that vault list -detailed (whose CLI sends no limit) shows the
+	// roles; past that it answers the keys alone: whatever else it held per
+	// role would grow the plugin with the mount.
+	if limit == 0 {
+		if len(names) > maxListPage {
+			resp := logical.ListResponse(names)
+			resp.AddWarning(fmt.Sprintf("more than %d roles: key_info (list -detailed) comes a page at a time, with %s and %s", maxListPage, fieldLimit, fieldAfter))
+			return resp, nil
+		}
+		limit = maxListPage
+	}
+	names = names[:min(limit, len(names))]
+	roles, err := b.pageRoles(ctx, req.Storage, names)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(names))
+	info := make(map[string]any, len(names))
+	for i, name := range names {
+		if roles[i] == nil { // deleted since the list
+			continue
+		}
+		keys = append(keys, name)
+		info[name] = roleListInfo(roles[i])
+	}
+	return logical.ListResponseWithInfo(keys, info), nil
+}
+
+// pageRoles reads the roles of one LIST page, nil for one deleted since;
+// what a creds read cached needs no storage read. (Eight reads in flight
+// were no faster than one on a 2-core server.)
+func (b *backend) pageRoles(ctx context.Context, s logical.Storage, names []string) ([]*roleEntry, error) {
+	roles := make([]*roleEntry, len(names))
+	for i, name := range names {
+		if state, _ := b.store.get(name); state.role != nil {
+			roles[i] = state.role
+			continue
+		}
+		r, err := getRole(ctx, s, name)
+		if err != nil {
+			return nil, err
+		}
+		roles[i] = r
+	}
+	return roles, nil
 }
 
 func (b *backend) pathRoleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -676,7 +731,12 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 
 const pathRolesListHelpSyn = `List the roles.`
 
-const pathRolesListHelpDesc = `Lists the names of all roles of this engine.`
+const pathRolesListHelpDesc = `
+Lists the names of the roles of this engine, in order. With limit, a page of
+at most limit roles with key_info (email, reuse_tokens, project_count, the
+start of the description); after pages on from the last name of the previous
+page.
+`
 
 const pathRolesHelpSyn = `Manage the MetaKraftwerk logins that tokens are minted for.`
 

@@ -60,6 +60,15 @@ func TestRoleCreateReadListDelete(t *testing.T) {
 		"team-a-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: true, fieldDescription: "CI of team A", fieldProjectCount: 2},
 		"team-b-ci": map[string]any{fieldEmail: testEmail, fieldReuseTokens: false, fieldDescription: "", fieldProjectCount: 0},
 	}
+	// A plain LIST of a mount of one page answers as that page: vault's
+	// CLI sends no limit with list -detailed.
+	if info := resp.Data["key_info"]; !reflect.DeepEqual(info, wantInfo) {
+		t.Fatalf("plain list key_info = %#v\nwant %#v", info, wantInfo)
+	}
+	resp, err = env.do(logical.ListOperation, "roles/", map[string]any{fieldLimit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if info := resp.Data["key_info"]; !reflect.DeepEqual(info, wantInfo) {
 		t.Fatalf("list key_info = %#v\nwant %#v", info, wantInfo)
 	}
@@ -673,9 +682,10 @@ func TestRoleWriteNamesEveryProblemInOrder(t *testing.T) {
 	}
 }
 
-// LIST answers a bounded amount per role however large the roles are, and
-// serves roles a creds read has cached without reading storage.
-func TestRoleListIsBoundedPerRole(t *testing.T) {
+// A plain LIST reads no role; a detailed page reads the roles of the page
+// alone, a bounded amount each however large the roles are, and none that
+// a creds read has cached. Pages follow each other with after.
+func TestRoleListPages(t *testing.T) {
 	env := newTestBackend(t)
 	fat := func(i int) *roleEntry {
 		r := &roleEntry{Email: fmt.Sprintf("user-%d@example.com", i), Password: testPassword,
@@ -691,37 +701,70 @@ func TestRoleListIsBoundedPerRole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := env.do(logical.ListOperation, "roles/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(resp.Data)
-	if len(body) > 1500*1000 {
-		t.Fatalf("LIST of %d fat roles answered %d bytes", roles, len(body))
-	}
-	info := resp.Data["key_info"].(map[string]any)["fat-0007"].(map[string]any)
-	if info[fieldProjectCount] != maxProjects || info[fieldEmail] != "user-7@example.com" ||
-		info[fieldDescription] != strings.Repeat("é", maxListedDescription)+"…" {
-		t.Fatalf("key_info = %v", info)
-	}
-	t.Logf("LIST of %d roles of %d projects: %d bytes", roles, maxProjects, len(body))
-
-	// A role a creds read cached, or an earlier LIST listed, costs no
-	// storage read; a written role is read afresh.
 	env.createRole("ci", nil)
 	env.mustRead("creds/ci")
 	env.mustWrite("roles/fat-0001", map[string]any{fieldDescription: "rewritten", fieldVerify: false})
 	counting := &countingStorage{Storage: env.storage}
 	env.reqStorage = counting
-	resp, err = env.do(logical.ListOperation, "roles/", nil)
+
+	resp, err := env.do(logical.ListOperation, "roles/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counting.gets["roles/ci"] != 0 || counting.gets["roles/fat-0000"] != 0 || counting.gets["roles/fat-0001"] != 1 {
-		t.Fatalf("storage reads: ci %d, fat-0000 %d, fat-0001 %d", counting.gets["roles/ci"], counting.gets["roles/fat-0000"], counting.gets["roles/fat-0001"])
+	// Past one page, a plain LIST answers the names alone, and says how to
+	// see the rest.
+	if n := len(resp.Data["keys"].([]string)); n != roles+1 || len(counting.gets) != 0 || resp.Data["key_info"] != nil ||
+		len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "a page at a time") {
+		t.Fatalf("plain LIST: %d keys, %d storage reads, key_info %v, warnings %q", n, len(counting.gets), resp.Data["key_info"] != nil, resp.Warnings)
 	}
-	if got := resp.Data["key_info"].(map[string]any)["fat-0001"].(map[string]any)[fieldDescription]; got != "rewritten" {
-		t.Fatalf("a rewritten role lists %q", got)
+
+	const limit = 300
+	var seen []string
+	after := ""
+	for page := 0; ; page++ {
+		counting.gets = nil
+		resp, err := env.do(logical.ListOperation, "roles/", map[string]any{fieldAfter: after, fieldLimit: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, _ := resp.Data["keys"].([]string)
+		if len(keys) == 0 {
+			break
+		}
+		info := resp.Data["key_info"].(map[string]any)
+		if len(keys) > limit || len(info) != len(keys) || len(counting.gets) > len(keys) {
+			t.Fatalf("page %d: %d keys, %d key_info, %d storage reads", page, len(keys), len(info), len(counting.gets))
+		}
+		body, _ := json.Marshal(resp.Data)
+		if len(body) > 1500*limit {
+			t.Fatalf("a page of %d fat roles answered %d bytes", limit, len(body))
+		}
+		if page == 0 {
+			t.Logf("a page of %d roles of %d projects: %d bytes", limit, maxProjects, len(body))
+			got := info["fat-0007"].(map[string]any)
+			if got[fieldProjectCount] != maxProjects || got[fieldEmail] != "user-7@example.com" ||
+				got[fieldDescription] != strings.Repeat("é", maxListedDescription)+"…" {
+				t.Fatalf("key_info = %v", got)
+			}
+			if got := info["fat-0001"].(map[string]any)[fieldDescription]; got != "rewritten" {
+				t.Fatalf("a rewritten role lists %q", got)
+			}
+		}
+		if _, ok := info["ci"]; ok && counting.gets["roles/ci"] != 0 {
+			t.Fatalf("a role a creds read cached was read from storage")
+		}
+		seen = append(seen, keys...)
+		after = keys[len(keys)-1]
+	}
+	if len(seen) != roles+1 || !slices.IsSorted(seen) || len(slices.Compact(slices.Clone(seen))) != roles+1 {
+		t.Fatalf("pages gave %d roles (sorted %v), want each of %d once", len(seen), slices.IsSorted(seen), roles+1)
+	}
+
+	for _, bad := range []any{-1, maxListPage + 1} {
+		resp, err := env.do(logical.ListOperation, "roles/", map[string]any{fieldLimit: bad})
+		if statusOf(resp, err) != 400 || !strings.Contains(resp.Error().Error(), fieldLimit) {
+			t.Errorf("limit=%v: %d %v", bad, statusOf(resp, err), resp)
+		}
 	}
 }
 

@@ -49,9 +49,6 @@ type roleState struct {
 	// role is the decoded stored role, so that a creds read needs no
 	// storage round trip. Never modified: writes evict.
 	role *roleEntry
-	// listed is what LIST shows of the role (roleListInfo), kept so that
-	// repeated LISTs need no storage round trip either. Never modified.
-	listed map[string]any
 	// token is the shared token of a role with reuse_tokens.
 	token *issuedToken
 	// lastLogin is when a login of this role last succeeded, and
@@ -59,9 +56,10 @@ type roleState struct {
 	lastLogin  time.Time
 	successSeq uint64
 	// lastError is the text of the role's last failed login, as its reader
-	// got it, and lastErrorAt when it failed.
+	// got it, lastErrorAt when it failed and errorSeq its start number.
 	lastError   string
 	lastErrorAt time.Time
+	errorSeq    uint64
 }
 
 // loginKey identifies a role's login (email and password) without holding
@@ -263,15 +261,51 @@ func (s *memStore) putClient(epoch uint64, client *mkclient.Client, cfg *mkConfi
 	return true
 }
 
-// sharedTokens returns the expiry of every role's shared token.
-func (s *memStore) sharedTokens() map[string]time.Time {
+// eachSharedToken calls fn with the expiry of every role's shared token,
+// holding the store's lock: fn must not call back into the store.
+func (s *memStore) eachSharedToken(fn func(role string, exp time.Time)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]time.Time)
 	for name, rs := range s.roles {
 		if rs.token != nil {
-			out[name] = rs.token.ExpiresAt
+			fn(name, rs.token.ExpiresAt)
 		}
 	}
-	return out
+}
+
+// countStates counts the roles of names by state (metakraftwerk_roles),
+// under cfg at now.
+func (s *memStore) countStates(names []string, cfg *mkConfig, now time.Time) [numRoleStates]int {
+	var counts [numRoleStates]int
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range names {
+		counts[s.stateOf(name, cfg, now)]++
+	}
+	return counts
+}
+
+// stateOf is the role's state; the caller holds the lock.
+func (s *memStore) stateOf(name string, cfg *mkConfig, now time.Time) int {
+	rs := s.roles[name]
+	// A rejection of another login than the role's (its password changed
+	// since) does not refuse it; without the decoded role it is counted
+	// until the next read tells.
+	if m := s.logins[name]; m != nil && m.rejection != nil && now.Before(m.rejection.until) &&
+		(rs == nil || rs.role == nil || m.key == loginKeyOf(rs.role)) {
+		return stateRefused
+	}
+	switch {
+	case rs == nil:
+		return stateNeverUsed
+	case rs.token != nil && rs.role != nil && !reusable(rs.token, rs.role, cfg, now):
+		return stateSharedExpiring
+	case rs.token != nil:
+		return stateShared
+	case rs.errorSeq > rs.successSeq:
+		return stateError
+	case rs.successSeq > 0:
+		return stateOK
+	}
+	return stateNeverUsed
 }

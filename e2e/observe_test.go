@@ -24,20 +24,38 @@ import (
 )
 
 // TestObserveRoles is the on-call view through the real CLI and HTTP API:
-// list -detailed, the role status, verify-role, and the metrics scraped
-// with a policy-limited token and parsed by Prometheus's own parser, with
-// the exact counts the issue names.
+// LIST and its detailed pages, the role status, verify-role, and the
+// metrics scraped with a policy-limited token and parsed by Prometheus's
+// own parser, with the exact counts the issue names: over all roles, and
+// per role for the one metrics_roles names.
 func TestObserveRoles(t *testing.T) {
 	t.Parallel()
 	s := NewStack(t, StackOptions{})
+	s.MustCLI("write", mount+"/config", "metrics_roles=team-a-*")
 	s.CreateRole("team-a-ci", teamAEmail, teamAPassword, "reuse_tokens=true", "description=shared CI token")
 	s.MustCLI("write", mount+"/roles/team-b-ci", "email="+teamBEmail, "password=not-the-password", "verify=false")
 	s.addSecret("not-the-password")
 
-	list := s.MustCLI("list", "-detailed", mount+"/roles")
-	for _, want := range []string{"email", "reuse_tokens", "description", "project_count", teamAEmail, "shared CI token", teamBEmail} {
-		if !strings.Contains(list, want) {
-			t.Errorf("list -detailed lacks %q:\n%s", want, list)
+	// A plain LIST answers the names alone; details come a page at a time.
+	list := s.MustCLI("list", mount+"/roles")
+	if !strings.Contains(list, "team-a-ci") || !strings.Contains(list, "team-b-ci") || strings.Contains(list, teamAEmail) {
+		t.Errorf("list:\n%s", list)
+	}
+	keys, info := listPage(t, s, "", 1)
+	if len(keys) != 1 || keys[0] != "team-a-ci" || info["team-a-ci"]["email"] != teamAEmail ||
+		info["team-a-ci"]["description"] != "shared CI token" || info["team-a-ci"]["reuse_tokens"] != true || info["team-a-ci"]["project_count"] != 0.0 {
+		t.Errorf("first page: %v %v", keys, info)
+	}
+	if keys, info = listPage(t, s, "team-a-ci", 1); len(keys) != 1 || keys[0] != "team-b-ci" || info["team-b-ci"]["email"] != teamBEmail {
+		t.Errorf("second page: %v %v", keys, info)
+	}
+	if keys, _ = listPage(t, s, "team-b-ci", 1); len(keys) != 0 {
+		t.Errorf("past the last page: %v", keys)
+	}
+	if s.Platform.OpenBao {
+		out := s.MustCLI("list", "-detailed", "-limit=1", "-after=team-a-ci", mount+"/roles")
+		if !strings.Contains(out, teamBEmail) || strings.Contains(out, teamAEmail) {
+			t.Errorf("bao list -detailed -limit=1 -after=team-a-ci:\n%s", out)
 		}
 	}
 
@@ -73,15 +91,32 @@ func TestObserveRoles(t *testing.T) {
 	s.MustCLI("policy", "write", "metrics", filepath.Join(repoRoot(t), "bootstrap", "policies", "metrics.hcl"))
 	token := strings.TrimSpace(s.MustCLI("token", "create", "-policy=metrics", "-field=token"))
 	m := scrape(t, s.Addr, token)
-	m.expect(t, 1, "metakraftwerk_creds_issued_total", "role=team-a-ci", "source=login")
-	m.expect(t, 4, "metakraftwerk_creds_issued_total", "role=team-a-ci", "source=shared")
-	m.expect(t, 1, "metakraftwerk_logins_total", "role=team-b-ci", "purpose=creds", "outcome=rejected")
-	m.expect(t, 2, "metakraftwerk_creds_refused_total", "role=team-b-ci")
-	m.expect(t, 2, "metakraftwerk_logins_total", "role=team-a-ci", "purpose=verify", "outcome=success")
+	m.expect(t, 1, "metakraftwerk_creds_issued_total", "source=login")
+	m.expect(t, 4, "metakraftwerk_creds_issued_total", "source=shared")
+	m.expect(t, 1, "metakraftwerk_logins_total", "purpose=creds", "outcome=rejected")
+	m.expect(t, 2, "metakraftwerk_creds_refused_total")
+	m.expect(t, 2, "metakraftwerk_logins_total", "purpose=verify", "outcome=success")
 	m.expect(t, 1, "metakraftwerk_build_info", "version="+s.Version)
-	if v, ok := m.value("metakraftwerk_shared_token_expiry_timestamp_seconds", "role=team-a-ci"); !ok ||
-		time.Unix(int64(v), 0).UTC().Format(time.RFC3339) != expiresAt {
-		t.Errorf("shared token expiry gauge %v (present %v), want %s", v, ok, expiresAt)
+	m.expect(t, 1, "metakraftwerk_roles", "state=refused")
+	m.expect(t, 1, "metakraftwerk_roles", "state=shared_token_held")
+	// The named role's own series, the same counts.
+	m.expect(t, 1, "metakraftwerk_role_creds_issued_total", "role=team-a-ci", "source=login")
+	m.expect(t, 4, "metakraftwerk_role_creds_issued_total", "role=team-a-ci", "source=shared")
+	m.expect(t, 2, "metakraftwerk_role_logins_total", "role=team-a-ci", "purpose=verify", "outcome=success")
+	for _, g := range []struct {
+		name   string
+		labels []string
+	}{
+		{"metakraftwerk_shared_token_soonest_expiry_timestamp_seconds", nil},
+		{"metakraftwerk_role_shared_token_expiry_timestamp_seconds", []string{"role=team-a-ci"}},
+	} {
+		if v, ok := m.value(g.name, g.labels...); !ok || time.Unix(int64(v), 0).UTC().Format(time.RFC3339) != expiresAt {
+			t.Errorf("%s%v = %v (present %v), want %s", g.name, g.labels, v, ok, expiresAt)
+		}
+	}
+	// The role metrics_roles does not name has no series of its own.
+	if roles := m.labelledRoles(); len(roles) != 1 || roles[0] != "team-a-ci" {
+		t.Errorf("roles with series of their own: %v, want team-a-ci alone", roles)
 	}
 
 	// The metrics token reads nothing else, and a token without the policy
@@ -94,12 +129,9 @@ func TestObserveRoles(t *testing.T) {
 		t.Errorf("scrape with the default policy: HTTP %d, want 403", code)
 	}
 
-	// A deleted role's series disappear.
+	// A deleted role leaves the counts by state.
 	s.MustCLI("delete", mount+"/roles/team-b-ci")
-	m = scrape(t, s.Addr, token)
-	if _, ok := m.value("metakraftwerk_creds_refused_total", "role=team-b-ci"); ok {
-		t.Error("the deleted role's series are still served")
-	}
+	scrape(t, s.Addr, token).expect(t, 0, "metakraftwerk_roles", "state=refused")
 
 	promBin := requiredEnv(t, "PROMETHEUS_BIN")
 	prometheusSeesCounter(t, s, promBin, token)
@@ -135,6 +167,13 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	alerts, err := os.ReadFile(filepath.Join(repoRoot(t), "bootstrap", "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), alerts, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	port := portpair.Free(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
@@ -153,8 +192,15 @@ func prometheusSeesCounter(t *testing.T, s *Stack, bin, token string) {
 		_ = logFile.Close()
 	})
 
-	query := `metakraftwerk_creds_issued_total{job="vault-metakraftwerk",role="team-a-ci",source="shared"}`
+	query := `metakraftwerk_role_creds_issued_total{job="vault-metakraftwerk",role="team-a-ci",source="shared"}`
 	waitForValue(t, addr, query, "4", logFile.Name())
+	// The shipped alerts loaded: Prometheus refuses to start on a bad rule
+	// file, and evaluates these against the engine's series.
+	if code, body, err := get(t, "http://"+addr+"/api/v1/rules", ""); err != nil || code != http.StatusOK ||
+		strings.Count(string(body), `"name":"MetaKraftwerk`) != 4 || strings.Contains(string(body), `"health":"err`) {
+		t.Errorf("the shipped alerts: HTTP %d %v %s", code, err, body)
+	}
+	waitForValue(t, addr, `sum(metakraftwerk_creds_issued_total{job="vault-metakraftwerk"})`, "5", logFile.Name())
 
 	// Prometheus reads the token file at every scrape: a token replaced in
 	// the file (as Vault Agent's sink does when it renews or signs in
@@ -272,6 +318,54 @@ next:
 		return metric.GetGauge().GetValue(), true
 	}
 	return 0, false
+}
+
+// labelledRoles is every value of a role label in the scrape.
+func (m scraped) labelledRoles() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, mf := range m {
+		for _, metric := range mf.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "role" && !seen[l.GetValue()] {
+					seen[l.GetValue()] = true
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	return out
+}
+
+// listPage sends LIST <mount>/roles?limit=&after= over the HTTP API (Vault's
+// CLI sends no parameters with a LIST) and answers keys and key_info.
+func listPage(t *testing.T, s *Stack, after string, limit int) ([]string, map[string]map[string]any) {
+	t.Helper()
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	req, _ := http.NewRequest("LIST", s.Addr+"/v1/"+mount+"/roles?"+q.Encode(), nil)
+	req.Header.Set("X-Vault-Token", s.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusNotFound { // no keys after this one
+		return nil, nil
+	}
+	var out struct {
+		Data struct {
+			Keys    []string                  `json:"keys"`
+			KeyInfo map[string]map[string]any `json:"key_info"`
+		} `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil {
+		t.Fatalf("LIST roles?%s: HTTP %d %s", q.Encode(), resp.StatusCode, body)
+	}
+	return out.Data.Keys, out.Data.KeyInfo
 }
 
 func (m scraped) expect(t *testing.T, want float64, name string, labels ...string) {

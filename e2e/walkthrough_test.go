@@ -628,6 +628,14 @@ func (w *walk) metricsPolicy() {
 	if code, body, err := get(w.t, w.s.Addr+"/v1/"+w.s.mount()+"/metrics", tok); err != nil || code != http.StatusOK || !strings.Contains(string(body), "metakraftwerk_build_info") {
 		w.t.Errorf("a scrape of %s/metrics with the metrics policy's token: %d %v", w.s.mount(), code, err)
 	}
+	// operations.md's block that names the roles with series of their own.
+	block := w.blocks("docs/operations.md")["metrics-roles"]
+	if block == "" {
+		w.t.Fatal("no block marked <!-- walkthrough: metrics-roles --> in docs/operations.md")
+	}
+	if out := w.run("metrics-roles", block, w.vaultIsBao()); !strings.Contains(out, "team-a-ci") || !strings.Contains(out, "deploy-*") {
+		w.t.Errorf("metrics_roles after the block:\n%s", out)
+	}
 }
 
 // policyByNote writes bootstrap/policies/<name>.hcl at the shell's MOUNT
