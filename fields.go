@@ -22,6 +22,7 @@ const (
 	fieldExpiryLeeway         = "expiry_leeway"
 	fieldRejectedLoginBackoff = "rejected_login_backoff"
 	fieldMaxUpstreamTime      = "max_upstream_time"
+	fieldStored               = "stored"
 
 	fieldName              = "name"
 	fieldEmail             = "email"
