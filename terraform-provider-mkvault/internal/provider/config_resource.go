@@ -137,7 +137,7 @@ func destroyResets(m configModel) string {
 		now = append(now, fmt.Sprintf("%s %d", name, m.configInts()[name].ValueInt64()))
 	}
 	return fmt.Sprintf("Destroy deletes %s/config, as `vault delete %s/config` does: every setting goes back to the engine's "+
-		"default, and the engine then logs in at the default base_url, not the one set now. Set now: %s. "+
+		"default, base_url included. Set now: %s. "+
 		"To stop managing the config and keep it, remove it from the state instead (terraform state rm, or a removed block).",
 		mount, mount, strings.Join(now, ", "))
 }
