@@ -1149,3 +1149,56 @@ func TestDocsShowFilesAsTheyAre(t *testing.T) {
 		t.Fatal("no block marked <!-- file: … --> in the docs")
 	}
 }
+
+// The shipped Agent unit stops the exec service with Agent: Agent does not
+// stop it when it gives up (e2e TestAgentExecGivesUp), systemd does, with
+// KillMode=control-group, and starts Agent again. systemd-analyze, where
+// installed, checks that systemd reads the unit as written.
+func TestAgentUnitStopsTheService(t *testing.T) {
+	const path = "bootstrap/agent/metakraftwerk-agent.service"
+	unit := readDoc(t, path)
+	settings := map[string]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(line, "#") {
+			settings[k] = v
+		}
+	}
+	for k, want := range map[string]string{"KillMode": "control-group", "Restart": "always"} {
+		if settings[k] != want {
+			t.Errorf("%s: %s=%q, want %q", path, k, settings[k], want)
+		}
+	}
+	if !strings.Contains(settings["ExecStart"], " agent -config=") {
+		t.Errorf("%s: ExecStart=%q does not run Agent", path, settings["ExecStart"])
+	}
+	for _, doc := range []string{"docs/operations.md", "bootstrap/agent/exec.hcl.tmpl"} {
+		if !strings.Contains(readDoc(t, doc), "metakraftwerk-agent.service") {
+			t.Errorf("%s does not point to %s", doc, path)
+		}
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Log("systemd-analyze is not installed: the unit's syntax is not checked")
+		return
+	}
+	// ExecStart must name an executable that exists here.
+	dir := t.TempDir()
+	copyUnit := filepath.Join(dir, filepath.Base(path))
+	if err := os.WriteFile(copyUnit, []byte(strings.Replace(unit, "/usr/local/bin/vault", "/bin/true", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(analyze, "verify", copyUnit)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	// User= names a user this machine need not have; anything else is a
+	// finding.
+	var findings []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" && !strings.Contains(line, "my-service") {
+			findings = append(findings, line)
+		}
+	}
+	if len(findings) > 0 || (err != nil && len(out) == 0) {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", path, err, out)
+	}
+}

@@ -23,6 +23,7 @@ const (
 	fieldRejectedLoginBackoff = "rejected_login_backoff"
 	fieldMaxUpstreamTime      = "max_upstream_time"
 	fieldMetricsRoles         = "metrics_roles"
+	fieldStored               = "stored"
 
 	fieldName              = "name"
 	fieldEmail             = "email"

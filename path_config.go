@@ -239,6 +239,8 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	fieldRejectedLoginBackoff: {Type: framework.TypeDurationSecond, Required: true},
 	fieldMaxUpstreamTime:      {Type: framework.TypeDurationSecond, Required: true},
 	fieldMetricsRoles:         {Type: framework.TypeCommaStringSlice, Required: true},
+	fieldStored: {Type: framework.TypeBool, Required: true,
+		Description: "Whether a config is stored; false: nothing was written since the mount was enabled or the config deleted, and these are the defaults."},
 }
 
 func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
@@ -246,12 +248,21 @@ func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ 
 	return cfg != nil, err
 }
 
+// pathConfigRead answers the config in force, and whether it was written:
+// a client that must not take over a config someone wrote (the Terraform
+// provider's create) cannot tell that from the values.
 func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	cfg, err := effectiveConfig(ctx, req.Storage)
+	cfg, err := getConfig(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: cfg.toResponseData()}, nil
+	stored := cfg != nil
+	if !stored {
+		cfg = defaultConfig()
+	}
+	data := cfg.toResponseData()
+	data[fieldStored] = stored
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

@@ -34,6 +34,7 @@ func TestConfigDefaultsWithoutStoredConfig(t *testing.T) {
 		fieldRejectedLoginBackoff: int64(300),
 		fieldMaxUpstreamTime:      int64(85),
 		fieldMetricsRoles:         []string{},
+		fieldStored:               false,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config read = %#v, want %#v", got, want)
@@ -56,7 +57,7 @@ func TestConfigWriteReadPartialUpdateDelete(t *testing.T) {
 	if got[fieldBaseURL] != "https://mk.example.com/base" {
 		t.Errorf("base_url = %v; trailing slash must be dropped", got[fieldBaseURL])
 	}
-	if got[fieldRequestTimeout] != int64(10) || got[fieldMaxRetries] != 0 || got[fieldExpiryLeeway] != int64(120) {
+	if got[fieldRequestTimeout] != int64(10) || got[fieldMaxRetries] != 0 || got[fieldExpiryLeeway] != int64(120) || got[fieldStored] != true {
 		t.Errorf("config after partial update = %#v", got)
 	}
 	exists, err := env.b.pathConfigExists(context.Background(), &logical.Request{Storage: env.storage}, nil)
@@ -66,8 +67,8 @@ func TestConfigWriteReadPartialUpdateDelete(t *testing.T) {
 	if _, err := env.do(logical.DeleteOperation, "config", nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := env.mustRead("config").Data[fieldBaseURL]; got != "https://app.metakraftwerk.com" {
-		t.Errorf("after delete base_url = %v, want the default", got)
+	if got := env.mustRead("config").Data; got[fieldBaseURL] != "https://app.metakraftwerk.com" || got[fieldStored] != false {
+		t.Errorf("after delete base_url = %v, stored = %v; want the default, not stored", got[fieldBaseURL], got[fieldStored])
 	}
 }
 

@@ -163,7 +163,14 @@ func (s *Stack) startExecAgent(dir, tokenFile string) string {
 
 // startAgentFrom fills in a shipped Agent configuration and starts Agent
 // with it.
-func (s *Stack) startAgentFrom(dir, tmplName string, placeholders ...string) {
+func (s *Stack) startAgentFrom(dir, tmplName string, placeholders ...string) *agentProc {
+	s.t.Helper()
+	return s.startAgent(dir, s.agentConfig(dir, tmplName, placeholders...))
+}
+
+// agentConfig writes a shipped Agent configuration, filled in, to
+// dir/agent.hcl and returns its path.
+func (s *Stack) agentConfig(dir, tmplName string, placeholders ...string) string {
 	s.t.Helper()
 	tmpl, err := os.ReadFile(filepath.Join(repoRoot(s.t), "bootstrap", "agent", tmplName))
 	if err != nil {
@@ -173,7 +180,7 @@ func (s *Stack) startAgentFrom(dir, tmplName string, placeholders ...string) {
 	if err := os.WriteFile(cfgFile, []byte(strings.NewReplacer(placeholders...).Replace(string(tmpl))), 0o600); err != nil {
 		s.t.Fatal(err)
 	}
-	s.startAgent(dir, cfgFile)
+	return cfgFile
 }
 
 // servedTokens reads an exec service's record: each token it started with,
@@ -194,7 +201,16 @@ func servedTokens(seen string) (tokens []string, started []time.Time) {
 	return tokens, started
 }
 
-func (s *Stack) startAgent(dir, cfgFile string) {
+// agentProc is a running Agent; done is closed when it has exited, with
+// its exit status in state and the time it was seen to exit in exitedAt.
+type agentProc struct {
+	pid      int
+	done     chan struct{}
+	state    *os.ProcessState
+	exitedAt time.Time
+}
+
+func (s *Stack) startAgent(dir, cfgFile string) *agentProc {
 	s.t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "agent.log"))
 	if err != nil {
@@ -208,9 +224,15 @@ func (s *Stack) startAgent(dir, cfgFile string) {
 	if err := agent.Start(); err != nil {
 		s.t.Fatal(err)
 	}
+	p := &agentProc{pid: agent.Process.Pid, done: make(chan struct{})}
+	go func() {
+		p.state, _ = agent.Process.Wait()
+		p.exitedAt = time.Now()
+		close(p.done)
+	}()
 	s.t.Cleanup(func() {
 		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGTERM)
-		_, _ = agent.Process.Wait()
+		<-p.done
 		_ = syscall.Kill(-agent.Process.Pid, syscall.SIGKILL) // the supervised service
 		logf.Close()
 		log, _ := os.ReadFile(logf.Name())
@@ -218,4 +240,5 @@ func (s *Stack) startAgent(dir, cfgFile string) {
 		s.stderr = append(s.stderr, string(log))
 		s.mu.Unlock()
 	})
+	return p
 }

@@ -12,9 +12,10 @@ import (
 )
 
 // TestAccConfig: the config as code, with import; destroy restores the
-// engine's defaults, as `vault delete <mount>/config` does.
+// engine's defaults, as `vault delete <mount>/config` does. The engine has
+// no config written yet: one written before is refused (TestAccConfigNoTakeover).
 func TestAccConfig(t *testing.T) {
-	s := newAccStack(t)
+	s := newAccStackWith(t, stackOptions{empty: true})
 	stateChecks, planChecks := s.checks()
 	config := func(timeout int) string {
 		return fmt.Sprintf(`

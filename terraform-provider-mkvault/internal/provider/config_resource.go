@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -22,6 +23,7 @@ func newConfigResource() resource.Resource { return &configResource{} }
 var (
 	_ resource.ResourceWithConfigure   = (*configResource)(nil)
 	_ resource.ResourceWithImportState = (*configResource)(nil)
+	_ resource.ResourceWithModifyPlan  = (*configResource)(nil)
 )
 
 // configModel is mkvault_config: the engine's <mount>/config.
@@ -58,7 +60,8 @@ func (r *configResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 	resp.Schema = schema.Schema{
 		Description: "How the MetaKraftwerk secrets engine reaches MetaKraftwerk (`<mount>/config`). Attributes left out " +
 			"keep the engine's value (its default until set). Destroying it restores the engine's defaults, as " +
-			"`vault delete <mount>/config` does.",
+			"`vault delete <mount>/config` does, and its destroy plan says so in a warning. Creating it refuses a config " +
+			"written before (the engine's read says `stored`), leaving it as it is: import it (by its mount) to manage it.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keepString, Description: "The mount, the import ID."},
 			"mount": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(defaultMount),
@@ -80,11 +83,63 @@ func (r *configResource) Configure(_ context.Context, req resource.ConfigureRequ
 	r.engine = engineFrom(req.ProviderData, &resp.Diagnostics)
 }
 
+// Create refuses a config written before (by hand, by the README's set-up,
+// by another state): destroy would reset it, so it is Terraform's only
+// when imported. As for roles, a config written between this read and the
+// write is still overwritten.
 func (r *configResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan configModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() || !ready(r.engine, &resp.Diagnostics) {
+		return
+	}
+	mount := strings.Trim(plan.Mount.ValueString(), "/")
+	data, err := r.engine.read(ctx, enginePath(mount, "config"))
+	if err != nil || data == nil {
+		resp.Diagnostics.AddError("Cannot read the config", errText(err, "the engine answered nothing"))
+		return
+	}
+	switch stored, ok := data["stored"].(bool); {
+	case !ok:
+		resp.Diagnostics.AddWarning("Cannot tell whether the config was written before",
+			fmt.Sprintf("the engine at %q does not say (it is older than this provider); its config is written over", mount))
+	case stored:
+		exists(&resp.Diagnostics, "mkvault_config", fmt.Sprintf("a config was written at mount %q", mount), mount,
+			"To start from the engine's defaults instead, delete it first: vault delete "+mount+"/config.")
+		return
+	}
 	r.write(ctx, &plan, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+// ModifyPlan says, in the plan, what destroying the config resets, since
+// destroy deletes <mount>/config rather than leave it as it was.
+func (r *configResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if !req.Plan.Raw.IsNull() || req.State.Raw.IsNull() {
+		return
+	}
+	var state configModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.AddWarning("Destroying mkvault_config resets the engine's config to its defaults", destroyResets(state))
+}
+
+// destroyResets says what deleting the config in state changes.
+func destroyResets(m configModel) string {
+	mount := strings.Trim(m.Mount.ValueString(), "/")
+	now := []string{fmt.Sprintf("base_url %q", m.BaseURL.ValueString())}
+	if m.CACert.ValueString() != "" {
+		now = append(now, "ca_cert (set)")
+	}
+	for _, name := range []string{"request_timeout", "max_retries", "expiry_leeway", "rejected_login_backoff", "max_upstream_time"} {
+		now = append(now, fmt.Sprintf("%s %d", name, m.configInts()[name].ValueInt64()))
+	}
+	return fmt.Sprintf("Destroy deletes %s/config, as `vault delete %s/config` does: every setting goes back to the engine's "+
+		"default, base_url included. Set now: %s. "+
+		"To stop managing the config and keep it, remove it from the state instead (terraform state rm, or a removed block).",
+		mount, mount, strings.Join(now, ", "))
 }
 
 func (r *configResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {

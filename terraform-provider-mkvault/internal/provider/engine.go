@@ -123,3 +123,16 @@ func asStrings(v any) []string {
 	}
 	return out
 }
+
+// exists is the error of a create that finds what it would create made
+// already, outside this Terraform state: the provider never takes it over
+// unasked. what says what was found; id is its import ID; instead is the
+// other way out.
+func exists(diags *diag.Diagnostics, typeName, what, id, instead string) {
+	diags.AddError("Already exists: import it to manage it", fmt.Sprintf(
+		"%s, and this Terraform state did not create it; nothing was written. To manage it with Terraform, import it "+
+			"(tofu import with OpenTofu), with NAME this resource's name in the configuration:\n\n"+
+			"  terraform import %s.NAME %s\n\n"+
+			"or declare an import block with to = %s.NAME and id = %q, then plan and apply again. %s",
+		what, typeName, id, typeName, id, instead))
+}

@@ -69,7 +69,8 @@ func (r *roleResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 	resp.Schema = schema.Schema{
 		Description: "A role of the MetaKraftwerk secrets engine: one MetaKraftwerk login whose tokens Vault hands out " +
 			"at `<mount>/creds/<name>`. The password is write-only: it is sent to the engine when the role is created and " +
-			"when password_wo_version changes, and is never stored in plan or state.",
+			"when password_wo_version changes, and is never stored in plan or state. Creating it refuses a role that exists " +
+			"already, leaving it as it is: import it (`<mount>/<name>`) to manage it.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep,
 				Description: "`<mount>/<name>`, the import ID."},
@@ -218,6 +219,21 @@ func (r *roleResource) Create(ctx context.Context, req resource.CreateRequest, r
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	resp.Diagnostics.Append(req.Config.Get(ctx, &config)...)
 	if resp.Diagnostics.HasError() {
+		return
+	}
+	// The engine's write creates or overwrites alike (Vault picks create or
+	// update by whether the role exists; a client cannot ask for create
+	// only), so a role someone else made is looked for first. A role made
+	// between this read and the write is still overwritten.
+	existing, err := r.engine.read(ctx, rolePath(plan))
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot create the role", err.Error())
+		return
+	}
+	if existing != nil {
+		exists(&resp.Diagnostics, "mkvault_role", fmt.Sprintf("role %q exists at mount %q", plan.Name.ValueString(), strings.Trim(plan.Mount.ValueString(), "/")),
+			strings.Trim(plan.Mount.ValueString(), "/")+"/"+plan.Name.ValueString(),
+			"To replace it instead, delete it first: vault delete "+rolePath(plan)+".")
 		return
 	}
 	data := roleData(ctx, plan)
