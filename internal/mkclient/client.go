@@ -365,9 +365,9 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 			// The ids are upstream text that readers, logs and Terraform
 			// state see: each leaves through the projection, whole or not
 			// at all.
-			r.UserID = ProjectID(r.UserID, password)
-			r.Claims.ID = ProjectID(r.Claims.ID, password)
-			r.Claims.Subject = ProjectID(r.Claims.Subject, password)
+			r.UserID = ProjectID(UserID, r.UserID, password)
+			r.Claims.ID = ProjectID(TokenID, r.Claims.ID, password)
+			r.Claims.Subject = ProjectID(UserID, r.Claims.Subject, password)
 			r.Attempts = a.attempts
 			res = r
 			return nil

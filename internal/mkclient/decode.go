@@ -593,3 +593,8 @@ func ParseCAPool(pemText string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// isAlnum reports whether c is an ASCII letter or digit.
+func isAlnum(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+}

@@ -248,8 +248,8 @@ func FuzzParseClaims(f *testing.F) {
 		if len(parts) != 3 || !isBase64URL(parts[0]) || !isBase64URL(parts[1]) || !isBase64URL(parts[2]) {
 			t.Fatalf("accepted a token that is not three base64url segments: %q", token)
 		}
-		for _, c := range []string{claims.ID, claims.Subject} {
-			if p := ProjectID(c, ""); p != "" && p != NotAnID && p != c {
+		for kind, c := range map[IDKind]string{TokenID: claims.ID, UserID: claims.Subject} {
+			if p := ProjectID(kind, c, ""); p != "" && p != NotAnID && p != c {
 				t.Fatalf("claim %q projected as %q", c, p)
 			}
 		}
@@ -260,14 +260,19 @@ func FuzzParseClaims(f *testing.F) {
 // part of one, never a text with a rune UnsafeRune refuses, never one
 // that holds the password.
 func FuzzProjectID(f *testing.F) {
-	f.Add("u-12", "Pw-Hostile_7xQ")
-	f.Add("Pw-Hostile_7xQ", "Pw-Hostile_7xQ")
-	f.Add("PW-HOSTILE", "Pw-Hostile_7xQ")
-	f.Add("UHctSG9zdGlsZV83eFE", "Pw-Hostile_7xQ")
-	f.Add(strings.Repeat("a", 65), "")
-	f.Add("a\u202eb", "")
-	f.Fuzz(func(t *testing.T, id, password string) {
-		got := ProjectID(id, password)
+	f.Add(false, "12", "Pw-Hostile_7xQ")
+	f.Add(true, "0b8f4a52-3c1d-4e7a-9b2f-6d5e4c3b2a19", "Pw-Hostile_7xQ")
+	f.Add(false, "Pw-Hostile_7xQ", "Pw-Hostile_7xQ")
+	f.Add(false, "20241231", "Secret20241231!")
+	f.Add(true, "50772d48-6f73-7469-6c65-5f377851aaaa", "Pw-Hostile_7xQ")
+	f.Add(false, strings.Repeat("1", 20), "")
+	f.Add(true, "a\u202eb", "")
+	f.Fuzz(func(t *testing.T, token bool, id, password string) {
+		kind := UserID
+		if token {
+			kind = TokenID
+		}
+		got := ProjectID(kind, id, password)
 		switch got {
 		case "":
 			if id != "" {
@@ -277,13 +282,19 @@ func FuzzProjectID(f *testing.F) {
 		case NotAnID, IDEchoesPassword:
 			return
 		}
-		if got != id || !idShape(got) || len(got) > MaxIDLen || !utf8.ValidString(got) {
+		if got != id || !idShape(kind, got) || !utf8.ValidString(got) {
 			t.Fatalf("%q projected as %q", id, got)
 		}
 		if _, _, bad := UnsafeRune(got); bad {
 			t.Fatalf("%q shown with an unsafe rune", got)
 		}
-		if password != "" && strings.Contains(strings.ToLower(got), strings.ToLower(password)) {
+		lower, pw := strings.ToLower(got), strings.ToLower(password)
+		for i := 0; i+minTextRun <= len(pw); i++ {
+			if strings.Contains(lower, pw[i:i+minTextRun]) {
+				t.Fatalf("%q shown although it holds %q of the password %q", got, pw[i:i+minTextRun], password)
+			}
+		}
+		if len(pw) >= 4 && strings.Contains(lower, pw) {
 			t.Fatalf("%q shown although it holds the password %q", got, password)
 		}
 	})

@@ -3,19 +3,18 @@ package mkclient
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"unicode"
 )
 
 // The words an upstream id is replaced by when it is not shown.
 const (
-	// NotAnID replaces an id that is not of idShape.
+	// NotAnID replaces an id that is not of its kind's idShape.
 	NotAnID = "(not shown: not an id)"
 	// IDEchoesPassword replaces an id that holds a spelling of the
 	// login's password.
 	IDEchoesPassword = "(not shown: it spells the login's password)" //nolint:gosec // G101: a fixed word, not a credential
-	// MaxIDLen is the longest id shown.
-	MaxIDLen = 64
 )
 
 // UnsafeRune reports the first rune of s that would let a text rewrite
@@ -35,44 +34,122 @@ func UnsafeRune(s string) (r rune, at int, ok bool) {
 	return 0, 0, false
 }
 
-// idShape reports whether s looks like an id: 1 to MaxIDLen letters,
-// digits and '.', '_', ':', '-'.
-func idShape(s string) bool {
-	if s == "" || len(s) > MaxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !isAlnum(c) && strings.IndexByte("._:-", c) < 0 {
+// IDKind is which id MetaKraftwerk sent, and so the one shape it may have.
+type IDKind int
+
+const (
+	// UserID is the login answer's user id and the token's sub claim:
+	// Feathers' numeric id, 1 to 19 decimal digits.
+	UserID IDKind = iota
+	// TokenID is the token's jti claim: a random UUID.
+	TokenID
+)
+
+// idShape reports whether s has the shape MetaKraftwerk documents for an
+// id of kind: the narrowest that every genuine id has, so that an upstream
+// that writes something else into an id (a password, a sentence, an
+// escape) has it shown as a fixed word.
+func idShape(kind IDKind, s string) bool {
+	switch kind {
+	case UserID:
+		if s == "" || len(s) > 19 {
 			return false
 		}
+		for i := 0; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return false
+			}
+		}
+		return true
+	case TokenID:
+		if len(s) != 36 {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			switch c := s[i]; i {
+			case 8, 13, 18, 23:
+				if c != '-' {
+					return false
+				}
+			default:
+				if !isHex(c) {
+					return false
+				}
+			}
+		}
+		return true
 	}
-	return true
+	return false
 }
 
-// isAlnum reports whether c is an ASCII letter or digit.
-func isAlnum(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+// isHex reports whether c is a hexadecimal digit, in either case.
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
 // ProjectID is what a reader is shown of an id MetaKraftwerk sent (the
-// user id, a token's jti and sub): the id itself when it has idShape
-// and spells no form of password, else NotAnID or IDEchoesPassword; ""
-// stays "". It is a projection, not a filter: nothing is cut or redacted
-// out of an id, so no part of one is ever shown.
-func ProjectID(id, password string) string {
+// user id, a token's jti and sub): the id itself when it has the shape of
+// its kind and spells no form of password, else NotAnID or
+// IDEchoesPassword; "" stays "". It is a projection, not a filter: nothing
+// is cut or redacted out of an id, so no part of one is ever shown.
+func ProjectID(kind IDKind, id, password string) string {
 	switch {
 	case id == "":
 		return ""
-	case !idShape(id):
+	case !idShape(kind, id):
 		return NotAnID
 	}
 	if _, _, unsafe := UnsafeRune(id); unsafe { // never true of idShape; kept as the one check
 		return NotAnID
 	}
-	if spellsSecret(id, password) {
+	if spellsSecret(id, password) || sharesRun(id, password) {
 		return IDEchoesPassword
 	}
 	return id
+}
+
+// The runs of a password that an id must not share: six characters of the
+// password as text, or eight hex digits (four bytes) of its hex form, read
+// forwards or backwards. Random UUIDs share such a run with a given
+// password about once in a million reads, so a genuine id is withheld
+// that rarely.
+const (
+	minTextRun = 6
+	minHexRun  = 8
+)
+
+// sharesRun reports whether id shares a run of minTextRun characters with
+// password or its reverse (any letter case), or of minHexRun with the hex
+// of either: the spellings that fit into the digits and hex of idShape.
+func sharesRun(id, password string) bool {
+	if password == "" {
+		return false
+	}
+	lower := strings.ToLower(password)
+	reversed := reverse(lower)
+	hexOf := hex.EncodeToString([]byte(password))
+	hexRev := hex.EncodeToString([]byte(reverse(password)))
+	id = strings.ToLower(id)
+	for _, c := range []struct {
+		in  []string
+		run int
+	}{{[]string{lower, reversed}, minTextRun}, {[]string{hexOf, hexRev, reverse(hexOf)}, minHexRun}} {
+		for i := 0; i+c.run <= len(id); i++ {
+			for _, in := range c.in {
+				if strings.Contains(in, id[i:i+c.run]) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// reverse is s backwards, rune by rune.
+func reverse(s string) string {
+	r := []rune(s)
+	slices.Reverse(r)
+	return string(r)
 }
 
 // minHalf is the shortest half of a password that is looked for in an id.
@@ -80,8 +157,6 @@ const minHalf = 4
 
 // spellsSecret reports whether id holds secret, or its first or second
 // half, as sent, in any letter case, in hex or in any base64 alphabet.
-// Only what idShape allows needs looking for: other spellings cannot be
-// in an id that is shown.
 func spellsSecret(id, secret string) bool {
 	if secret == "" {
 		return false
