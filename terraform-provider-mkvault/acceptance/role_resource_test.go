@@ -25,13 +25,14 @@ variable "password" {
 }
 
 resource "mkvault_role" "ci" {
-  name                = "ci"
-  email               = %q
-  password_wo         = var.password
-  password_wo_version = %d
-  projects            = ["CI_PROJECT"]
-  ttl                 = %d
-  reuse_tokens        = true
+  name                  = "ci"
+  email                 = %q
+  password_wo           = var.password
+  password_wo_version   = %d
+  projects              = ["CI_PROJECT"]
+  ttl                   = %d
+  reuse_tokens          = true
+  max_concurrent_logins = 3
 }
 `, accEmail, version, ttl)
 }
@@ -76,6 +77,14 @@ func TestAccRole(t *testing.T) {
 		resource.TestCheckResourceAttr(name, "password_set", "true"),
 		resource.TestCheckResourceAttr(name, "ttl", "3600"),
 		resource.TestCheckResourceAttr(name, "projects.0", "CI_PROJECT"),
+		resource.TestCheckResourceAttr(name, "max_concurrent_logins", "3"),
+		func(*terraform.State) error { // and the engine has it
+			role, err := s.vault.Logical().Read("metakraftwerk/roles/ci")
+			if err != nil || role == nil || fmt.Sprint(role.Data["max_concurrent_logins"]) != "3" {
+				return fmt.Errorf("the engine's role: %v %v", role, err)
+			}
+			return nil
+		},
 		resource.TestCheckResourceAttrSet(name, "verified_at"),
 		resource.TestCheckNoResourceAttr(name, "password_wo"),
 		keep("updated_at", &firstUpdate), keep("password_updated_at", &passwordUpdated))

@@ -27,6 +27,7 @@ type roleStatusModel struct {
 	Description          types.String `tfsdk:"description"`
 	ReuseTokens          types.Bool   `tfsdk:"reuse_tokens"`
 	ReuseMinRemaining    types.Int64  `tfsdk:"reuse_min_remaining"`
+	MaxConcurrent        types.Int64  `tfsdk:"max_concurrent_logins"`
 	PasswordSet          types.Bool   `tfsdk:"password_set"`
 	UpdatedAt            types.String `tfsdk:"updated_at"`
 	PasswordUpdatedAt    types.String `tfsdk:"password_updated_at"`
@@ -56,16 +57,17 @@ func (d *roleDataSource) Metadata(_ context.Context, req datasource.MetadataRequ
 
 func (d *roleDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
 	attrs := map[string]schema.Attribute{
-		"mount":               schema.StringAttribute{Optional: true, Computed: true, Description: "Where the engine is mounted; default metakraftwerk."},
-		"name":                schema.StringAttribute{Required: true, Validators: roleNameValidators(), Description: "The role's name."},
-		"email":               schema.StringAttribute{Computed: true},
-		"projects":            schema.ListAttribute{ElementType: types.StringType, Computed: true},
-		"ttl":                 schema.Int64Attribute{Computed: true, Description: "Seconds."},
-		"max_ttl":             schema.Int64Attribute{Computed: true, Description: "Seconds."},
-		"description":         schema.StringAttribute{Computed: true},
-		"reuse_tokens":        schema.BoolAttribute{Computed: true},
-		"reuse_min_remaining": schema.Int64Attribute{Computed: true, Description: "Seconds."},
-		"password_set":        schema.BoolAttribute{Computed: true},
+		"mount":                 schema.StringAttribute{Optional: true, Computed: true, Description: "Where the engine is mounted; default metakraftwerk."},
+		"name":                  schema.StringAttribute{Required: true, Validators: roleNameValidators(), Description: "The role's name."},
+		"email":                 schema.StringAttribute{Computed: true},
+		"projects":              schema.ListAttribute{ElementType: types.StringType, Computed: true},
+		"ttl":                   schema.Int64Attribute{Computed: true, Description: "Seconds."},
+		"max_ttl":               schema.Int64Attribute{Computed: true, Description: "Seconds."},
+		"description":           schema.StringAttribute{Computed: true},
+		"reuse_tokens":          schema.BoolAttribute{Computed: true},
+		"reuse_min_remaining":   schema.Int64Attribute{Computed: true, Description: "Seconds."},
+		"max_concurrent_logins": schema.Int64Attribute{Computed: true, Description: "At most this many logins of the role in flight at once."},
+		"password_set":          schema.BoolAttribute{Computed: true},
 	}
 	for name := range (&roleStatusModel{}).statusFields() {
 		attrs[name] = schema.StringAttribute{Computed: true, Description: "As `vault read <mount>/roles/<name>` shows it; RFC 3339 times, empty for none."}
@@ -103,6 +105,7 @@ func (d *roleDataSource) Read(ctx context.Context, req datasource.ReadRequest, r
 	role.fromEngine(ctx, data, &resp.Diagnostics)
 	m.Email, m.Projects, m.TTL, m.MaxTTL = role.Email, role.Projects, role.TTL, role.MaxTTL
 	m.Description, m.ReuseTokens, m.ReuseMinRemaining, m.PasswordSet = role.Description, role.ReuseTokens, role.ReuseMinRemaining, role.PasswordSet
+	m.MaxConcurrent = role.MaxConcurrent
 	for name, f := range m.statusFields() {
 		*f = types.StringValue(asString(data[name]))
 	}

@@ -52,6 +52,7 @@ type roleModel struct {
 	Description       types.String `tfsdk:"description"`
 	ReuseTokens       types.Bool   `tfsdk:"reuse_tokens"`
 	ReuseMinRemaining types.Int64  `tfsdk:"reuse_min_remaining"`
+	MaxConcurrent     types.Int64  `tfsdk:"max_concurrent_logins"`
 	Verify            types.Bool   `tfsdk:"verify"`
 	PasswordSet       types.Bool   `tfsdk:"password_set"`
 	UpdatedAt         types.String `tfsdk:"updated_at"`
@@ -99,6 +100,10 @@ func (r *roleResource) Schema(_ context.Context, _ resource.SchemaRequest, resp 
 				Description: "Hand the role's current token to further readers instead of logging in for every read."},
 			"reuse_min_remaining": schema.Int64Attribute{Optional: true, Computed: true, Validators: seconds(), Default: int64default.StaticInt64(3600),
 				Description: "With reuse_tokens, the least remaining life, in seconds, a token must have to be handed out again."},
+			"max_concurrent_logins": schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(4),
+				Validators: []validator.Int64{int64validator.Between(1, 64)},
+				Description: "At most this many logins of the role in flight at once; further readers wait. " +
+					"A password changed in MetaKraftwerk costs at most this many failed logins per rejected_login_backoff."},
 			"verify": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
 				Description: "Log in once (and check projects) when the login changes. Sent on write, not read back."},
 			"password_set": schema.BoolAttribute{Computed: true,
@@ -359,14 +364,15 @@ func roleData(ctx context.Context, m roleModel) map[string]any {
 		projects = []string{}
 	}
 	return map[string]any{
-		"email":               m.Email.ValueString(),
-		"projects":            projects,
-		"ttl":                 m.TTL.ValueInt64(),
-		"max_ttl":             m.MaxTTL.ValueInt64(),
-		"description":         m.Description.ValueString(),
-		"reuse_tokens":        m.ReuseTokens.ValueBool(),
-		"reuse_min_remaining": m.ReuseMinRemaining.ValueInt64(),
-		"verify":              m.Verify.ValueBool(),
+		"email":                 m.Email.ValueString(),
+		"projects":              projects,
+		"ttl":                   m.TTL.ValueInt64(),
+		"max_ttl":               m.MaxTTL.ValueInt64(),
+		"description":           m.Description.ValueString(),
+		"reuse_tokens":          m.ReuseTokens.ValueBool(),
+		"reuse_min_remaining":   m.ReuseMinRemaining.ValueInt64(),
+		"max_concurrent_logins": m.MaxConcurrent.ValueInt64(),
+		"verify":                m.Verify.ValueBool(),
 	}
 }
 
@@ -374,7 +380,7 @@ func roleData(ctx context.Context, m roleModel) map[string]any {
 func sameSettings(a, b roleModel) bool {
 	return a.Email.Equal(b.Email) && a.Projects.Equal(b.Projects) && a.TTL.Equal(b.TTL) && a.MaxTTL.Equal(b.MaxTTL) &&
 		a.Description.Equal(b.Description) && a.ReuseTokens.Equal(b.ReuseTokens) &&
-		a.ReuseMinRemaining.Equal(b.ReuseMinRemaining) && a.Verify.Equal(b.Verify)
+		a.ReuseMinRemaining.Equal(b.ReuseMinRemaining) && a.MaxConcurrent.Equal(b.MaxConcurrent) && a.Verify.Equal(b.Verify)
 }
 
 // refresh reads the role back after a write into m.
@@ -401,6 +407,7 @@ func (m *roleModel) fromEngine(ctx context.Context, data map[string]any, diags *
 	m.Description = types.StringValue(asString(data["description"]))
 	m.ReuseTokens = types.BoolValue(asBool(data["reuse_tokens"]))
 	m.ReuseMinRemaining = types.Int64Value(asInt64(data["reuse_min_remaining"]))
+	m.MaxConcurrent = types.Int64Value(asInt64(data["max_concurrent_logins"]))
 	m.PasswordSet = types.BoolValue(asBool(data["password_set"]))
 	m.UpdatedAt = types.StringValue(asString(data["updated_at"]))
 	m.PasswordUpdatedAt = types.StringValue(asString(data["password_updated_at"]))
