@@ -37,10 +37,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/localstack"
 )
 
 type stack struct {
@@ -93,14 +93,6 @@ func main() {
 
 	st, cleanup := bringUp(*repo)
 	defer cleanup()
-	// Tear down on Ctrl-C too.
-	go func() {
-		sig := make(chan os.Signal, 1)
-		notify(sig)
-		<-sig
-		cleanup()
-		os.Exit(130)
-	}()
 
 	must(mountNoop(st, *repo))
 	must(vaultWrite(st, "secret/data/bench", `{"data":{"k":"v"}}`))
@@ -288,46 +280,12 @@ func must(err error) {
 func bringUp(repo string) (*stack, func()) {
 	state, err := os.MkdirTemp("", "metakraftwerk-bench.")
 	must(err)
-	script := filepath.Join(repo, "bootstrap", "stack.sh")
-	env := append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+state)
-	up := exec.Command(script, "up")
-	up.Env = env
-	up.Stdout, up.Stderr = io.Discard, os.Stderr
-	if err := up.Run(); err != nil {
-		log.Fatalf("bringing up the stack: %v", err)
-	}
-	var once sync.Once
-	cleanup := func() {
-		once.Do(func() {
-			down := exec.Command(script, "down")
-			down.Env = env
-			down.Stdout, down.Stderr = io.Discard, io.Discard
-			_ = down.Run()
-		})
-	}
-	st := &stack{stateDir: state}
-	data, err := os.ReadFile(filepath.Join(state, "env"))
+	ls, cleanup, err := localstack.Up(repo, state)
 	if err != nil {
-		cleanup()
 		log.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "VAULT_ADDR":
-			st.vaultAddr = v
-		case "VAULT_TOKEN":
-			st.token = v
-		case "METAKRAFTWERK_URL":
-			st.mkURL = v
-		case "METAKRAFTWERK_CLI":
-			st.cli = v
-		}
-	}
-	return st, cleanup
+	return &stack{stateDir: state, vaultAddr: ls.Env["VAULT_ADDR"], token: ls.Env["VAULT_TOKEN"],
+		mkURL: ls.Env["METAKRAFTWERK_URL"], cli: ls.Env["METAKRAFTWERK_CLI"]}, cleanup
 }
 
 // mountNoop builds bench/noop into the stack's plugin directory, registers

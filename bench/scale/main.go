@@ -31,17 +31,16 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/localstack"
 )
 
 const (
@@ -80,13 +79,6 @@ func main() {
 
 	st, down := bringUp(*repo)
 	defer down()
-	go func() {
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, os.Interrupt, syscall.SIGTERM)
-		<-c
-		down()
-		os.Exit(1)
-	}()
 	must(st.post("sys/mounts/kv1", `{"type":"kv","options":{"version":"1"}}`))
 
 	var b strings.Builder
@@ -374,46 +366,21 @@ func (st *stack) rss() int64 {
 func bringUp(repo string) (*stack, func()) {
 	dir, err := os.MkdirTemp("", "metakraftwerk-scale.")
 	must(err)
-	script := filepath.Join(repo, "bootstrap", "stack.sh")
 	// The plugin inherits the server's environment: its pprof endpoint
 	// gives the live heap after a GC.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
 	pprof := ln.Addr().String()
 	_ = ln.Close()
-	env := append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+dir, "METAKRAFTWERK_PLUGIN_PPROF_ADDR="+pprof)
-	up := exec.Command(script, "up")
-	up.Env, up.Stdout, up.Stderr = env, io.Discard, os.Stderr
-	if err := up.Run(); err != nil {
-		log.Fatalf("bringing up the stack: %v", err)
-	}
-	var once sync.Once
-	down := func() {
-		once.Do(func() {
-			cmd := exec.Command(script, "down")
-			cmd.Env, cmd.Stdout, cmd.Stderr = env, io.Discard, io.Discard
-			_ = cmd.Run()
-			_ = os.RemoveAll(dir)
-		})
-	}
-	st := &stack{dir: dir, plugin: "vault-plugin-secrets-metakraftwerk", pprof: pprof}
-	data, err := os.ReadFile(filepath.Join(dir, "env"))
+	ls, down, err := localstack.Up(repo, dir, "METAKRAFTWERK_PLUGIN_PPROF_ADDR="+pprof)
 	if err != nil {
-		down()
 		log.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, _ := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		switch k {
-		case "VAULT_ADDR":
-			st.addr = v
-		case "VAULT_TOKEN":
-			st.token = v
-		case "METAKRAFTWERK_CLI":
-			st.cli = v
+	return &stack{dir: dir, plugin: "vault-plugin-secrets-metakraftwerk", pprof: pprof,
+			addr: ls.Env["VAULT_ADDR"], token: ls.Env["VAULT_TOKEN"], cli: ls.Env["METAKRAFTWERK_CLI"]}, func() {
+			down()
+			_ = os.RemoveAll(dir)
 		}
-	}
-	return st, down
 }
 
 func serverVersion(st *stack) string {
