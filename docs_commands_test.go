@@ -332,3 +332,45 @@ func TestInstallDocSumsLeaveOutTheImage(t *testing.T) {
 	}
 	// scripts/release_test.go checks the release's SHA256SUMS itself.
 }
+
+// configMountRe finds the default mount given as a config file's mount
+// setting (`mount: metakraftwerk`, `mount = "metakraftwerk"`).
+var configMountRe = regexp.MustCompile(`\bmount\s*[:=]\s*"?metakraftwerk\b`)
+
+// The config files the docs show (Prometheus, Kubernetes manifests, HCL)
+// take the mount as a variable where their format has one (HCL's
+// var.mount); YAML expands none, so a line that names the default mount
+// has a comment naming `<mount>` on it or in the three lines above, which
+// says where the operator's mount goes. The API reference's samples are
+// at the default mount by design.
+func TestDocConfigSnippetsSayWhereTheMountGoes(t *testing.T) {
+	if !hardCodesMount(`path: /metakraftwerk/creds/x`) || !configMountRe.MatchString(`  mount: metakraftwerk`) || !configMountRe.MatchString(`mount = "metakraftwerk"`) {
+		t.Fatal("the check misses a config file's mount")
+	}
+	checked := 0
+	for _, doc := range operatorDocs(t) {
+		if doc == filepath.Join("docs", "api.md") {
+			continue
+		}
+		for _, b := range fencedBlocks(t, doc) {
+			if shellLangs[b.lang] {
+				continue
+			}
+			lines := strings.Split(b.text, "\n")
+			for i, line := range lines {
+				if !hardCodesMount(line) && !configMountRe.MatchString(line) {
+					continue
+				}
+				checked++
+				if b.lang == "hcl" || b.lang == "terraform" {
+					t.Errorf("%s:%d: an HCL block names the mount metakraftwerk (use var.mount or \"$MOUNT\"): %s", doc, b.line, line)
+					continue
+				}
+				if !strings.Contains(strings.Join(lines[max(0, i-3):i+1], "\n"), "<mount>") {
+					t.Errorf("%s:%d: a %s block names the mount metakraftwerk with no <mount> comment on the line or the three above it: %s", doc, b.line, b.lang, line)
+				}
+			}
+		}
+	}
+	t.Logf("%d config lines name the default mount, each with a <mount> comment", checked)
+}

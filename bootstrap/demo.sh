@@ -67,7 +67,7 @@ fail() {
 }
 
 step "1/6 Bring up the stack (stand-in MetaKraftwerk + ${PLATFORM:-vault} dev server, loopback only)"
-explain "The plugin is registered by sha256 with a version and mounted at metakraftwerk/;"
+explain "The plugin is registered by sha256 with a version and mounted at ${MOUNT:-metakraftwerk}/;"
 explain "each role's MetaKraftwerk login is verified once when the role is written."
 "$here/stack.sh" up >/dev/null || fail "the stack did not come up: $(tail -n 1 "$METAKRAFTWERK_STACK_ERROR_FILE")"
 # shellcheck disable=SC1091
@@ -75,19 +75,19 @@ source "$STATE/env"
 cli=$METAKRAFTWERK_CLI
 name=$(basename "$cli") # vault or bao, as shown to the reader
 explain "Server at $VAULT_ADDR, stand-in MetaKraftwerk at $METAKRAFTWERK_URL"
-show "$name read metakraftwerk/roles/team-a-ci"
-"$cli" read metakraftwerk/roles/team-a-ci
+show "$name read $MOUNT/roles/team-a-ci"
+"$cli" read "$MOUNT/roles/team-a-ci"
 explain "The password is write-only: a read shows password_set, never the password."
 
 step "2/6 A CI job asks for a MetaKraftwerk token"
-show "$name read -format=json metakraftwerk/creds/team-a-ci"
-"$cli" read -format=json metakraftwerk/creds/team-a-ci >"$STATE/creds.json"
+show "$name read -format=json $MOUNT/creds/team-a-ci"
+"$cli" read -format=json "$MOUNT/creds/team-a-ci" >"$STATE/creds.json"
 abbreviate <"$STATE/creds.json"
 token=$(json_field "$STATE/creds.json" access_token)
 lease=$(json_field "$STATE/creds.json" lease_id)
 [[ -n $token && -n $lease ]] || fail "no token or lease in the creds response"
 explain "The lease is not renewable and ends expiry_leeway (1m) before the JWT's exp."
-explain "CI jobs take just the token: $name read -field=access_token metakraftwerk/creds/team-a-ci"
+explain "CI jobs take just the token: $name read -field=access_token $MOUNT/creds/team-a-ci"
 
 step "3/6 The token works against MetaKraftwerk's API"
 show "curl -H 'Authorization: Bearer <token>' $METAKRAFTWERK_URL/api/v1/projects"
@@ -97,11 +97,11 @@ printf '%s\n' "$projects"
 
 step "4/6 One policy per team: a team-a token cannot mint team-b's tokens"
 team_a=$("$cli" token create -policy=team-a -ttl=15m -field=token)
-show "VAULT_TOKEN=<team-a token> $name read -field=token_type metakraftwerk/creds/team-a-ci"
-VAULT_TOKEN=$team_a "$cli" read -field=token_type metakraftwerk/creds/team-a-ci
+show "VAULT_TOKEN=<team-a token> $name read -field=token_type $MOUNT/creds/team-a-ci"
+VAULT_TOKEN=$team_a "$cli" read -field=token_type "$MOUNT/creds/team-a-ci"
 echo
-show "VAULT_TOKEN=<team-a token> $name read metakraftwerk/creds/team-b-ci"
-if VAULT_TOKEN=$team_a "$cli" read metakraftwerk/creds/team-b-ci >/dev/null 2>"$STATE/denied.txt"; then
+show "VAULT_TOKEN=<team-a token> $name read $MOUNT/creds/team-b-ci"
+if VAULT_TOKEN=$team_a "$cli" read "$MOUNT/creds/team-b-ci" >/dev/null 2>"$STATE/denied.txt"; then
 	fail "team-a read team-b's role"
 fi
 grep -E 'Code: 403|permission denied' "$STATE/denied.txt" || fail "expected a 403, got: $(head -c 300 "$STATE/denied.txt")"
@@ -115,7 +115,7 @@ sed -e "s|@STATE_DIR@|$STATE/agent|" -e "s|@VAULT_ADDR@|$VAULT_ADDR|" \
 	-e "s|@TOKEN_FILE@|$STATE/agent/vault-token|" -e "s|@TEMPLATE@|$here/agent/token.ctmpl|" \
 	-e "s|@DESTINATION@|$STATE/agent/metakraftwerk-token|" "$here/agent/agent.hcl.tmpl" >"$STATE/agent/agent.hcl"
 show "$name agent -config=agent.hcl -exit-after-auth   (template: bootstrap/agent/token.ctmpl)"
-MOUNT=metakraftwerk timeout 60 "$cli" agent -config="$STATE/agent/agent.hcl" -exit-after-auth >"$STATE/agent/agent.log" 2>&1 ||
+timeout 60 "$cli" agent -config="$STATE/agent/agent.hcl" -exit-after-auth >"$STATE/agent/agent.log" 2>&1 ||
 	fail "the agent failed; see $STATE/agent/agent.log"
 [[ -s $STATE/agent/metakraftwerk-token ]] || fail "the agent rendered nothing"
 show "ls -l metakraftwerk-token; cat metakraftwerk-token"

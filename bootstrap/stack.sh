@@ -2,13 +2,16 @@
 # Brings the local stack up or down, everything on loopback:
 #   - the stand-in MetaKraftwerk (bin/metakraftwerk-devserver) with the users of users.json,
 #   - a Vault (or OpenBao) dev server with a plugin directory,
-#   - the plugin registered by sha256 with -version, mounted at metakraftwerk/
+#   - the plugin registered by sha256 with -version, mounted at $MOUNT/
 #     with -plugin-version, configured to use the stand-in,
-#   - roles team-a-ci and team-b-ci, policies team-a and team-b.
+#   - roles team-a-ci and team-b-ci, policies team-a and team-b (for $MOUNT).
 # users.json also has the README's user (ci-bot@example.com, TEAM_A) and
 # the Terraform example's, so that their commands paste against it; the
-# env file it prints sets MOUNT and the README's MK_PASSWORD. A password
-# changes while it runs with POST $METAKRAFTWERK_URL/_devserver/password.
+# env file it prints keeps MOUNT, sets V (the README's version, without
+# the v) and the README's MK_PASSWORD, and on OpenBao puts a `vault` that
+# runs bao first on PATH, so that the README's blocks paste as written.
+# A password changes while it runs with
+# POST $METAKRAFTWERK_URL/_devserver/password.
 #
 # Usage: bootstrap/stack.sh up|down|status
 # Environment:
@@ -16,7 +19,8 @@
 #   VAULT_PORT               Vault's port (default: a free one; the next port must be free too)
 #   MK_PORT                  the stand-in's port (default: a free one)
 #   MK_TOKEN_LIFETIME        lifetime of the stand-in's tokens (default 20h)
-#   VERSION                  plugin version to register (default v0.1.0-dev, as `make build`)
+#   VERSION                  plugin version to register (default v0.0.0-dev, as `make build` without a tag)
+#   MOUNT                    the engine's mount path (default metakraftwerk), as the README's MOUNT
 #   PLATFORM                 vault (default; scripts/vault-bin.sh) or openbao (scripts/bao-bin.sh)
 #   METAKRAFTWERK_STACK_ERROR_FILE  where to append the reason the stack failed (the demo quotes it)
 set -euo pipefail
@@ -24,7 +28,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 STATE=${METAKRAFTWERK_STACK_DIR:-$repo/.stack}
-VERSION=${VERSION:-v0.1.0-dev}
+VERSION=${VERSION:-v0.0.0-dev}
+MOUNT=${MOUNT:-metakraftwerk}
+MOUNT=${MOUNT%/}
 PLUGIN=vault-plugin-secrets-metakraftwerk
 ROOT_TOKEN=root # a dev server's root token; never use a dev server for real secrets
 PLATFORM=${PLATFORM:-vault}
@@ -102,29 +108,44 @@ up() {
 
 	local sha
 	sha=$(sha256sum "$STATE/plugins/$PLUGIN" | cut -d' ' -f1)
-	say "registering the plugin by sha256 ${sha:0:12}… as $VERSION and mounting it at metakraftwerk/"
+	say "registering the plugin by sha256 ${sha:0:12}… as $VERSION and mounting it at $MOUNT/"
 	"$server" plugin register -sha256="$sha" -version="$VERSION" -command="$PLUGIN" secret metakraftwerk >/dev/null
-	"$server" secrets enable -path=metakraftwerk -plugin-version="$VERSION" \
+	"$server" secrets enable -path="$MOUNT" -plugin-version="$VERSION" \
 		-description="MetaKraftwerk access tokens" metakraftwerk >/dev/null
-	"$server" write metakraftwerk/config base_url="$mk_url" >/dev/null
+	"$server" write "$MOUNT/config" base_url="$mk_url" >/dev/null
 
 	say "creating roles team-a-ci and team-b-ci (each logs in once to verify) and policies team-a, team-b"
 	# Passwords go in on stdin (password=-), never on a command line.
-	printf %s "$(user_password team-a-ci@example.com)" | "$server" write metakraftwerk/roles/team-a-ci \
+	printf %s "$(user_password team-a-ci@example.com)" | "$server" write "$MOUNT/roles/team-a-ci" \
 		email=team-a-ci@example.com password=- projects=TEAM_A_PROJECT description="CI of team A" >/dev/null
-	printf %s "$(user_password team-b-ci@example.com)" | "$server" write metakraftwerk/roles/team-b-ci \
+	printf %s "$(user_password team-b-ci@example.com)" | "$server" write "$MOUNT/roles/team-b-ci" \
 		email=team-b-ci@example.com password=- projects=TEAM_B_PROJECT description="CI of team B" >/dev/null
-	"$server" policy write team-a "$here/policies/team-a.hcl" >/dev/null
-	"$server" policy write team-b "$here/policies/team-b.hcl" >/dev/null
+	# The policy files are written for metakraftwerk/; their own comment's sed
+	# puts the mount in.
+	for team in team-a team-b; do
+		sed "s|^path \"metakraftwerk/|path \"$MOUNT/|" "$here/policies/$team.hcl" | "$server" policy write "$team" - >/dev/null
+	done
+
+	# OpenBao's CLI takes the same commands as Vault's: a `vault` that runs
+	# bao lets the README's blocks, written for vault, paste unchanged.
+	local path_dir
+	path_dir=$(dirname "$server")
+	if [[ $PLATFORM == openbao ]]; then
+		mkdir -p "$STATE/bin"
+		printf '#!/bin/sh\n# The stack runs OpenBao: vault commands run as bao.\nexec %q "$@"\n' "$server" >"$STATE/bin/vault"
+		chmod 755 "$STATE/bin/vault"
+		path_dir=$STATE/bin:$path_dir
+	fi
 
 	cat >"$STATE/env" <<-ENV
 		export VAULT_ADDR=$VAULT_ADDR
 		export VAULT_TOKEN=$ROOT_TOKEN
 		export METAKRAFTWERK_URL=$mk_url
 		export METAKRAFTWERK_CLI=$server
-		export MOUNT=metakraftwerk
+		export MOUNT=$MOUNT
+		export V=${VERSION#v}
 		export MK_PASSWORD="\$(jq -r '.[] | select(.email == "ci-bot@example.com") | .password' $here/users.json)"
-		export PATH="$(dirname "$server"):\$PATH"
+		export PATH="$path_dir:\$PATH"
 	ENV
 	say "stack is up (state and logs in $STATE)"
 }
@@ -164,7 +185,8 @@ up)
 	up
 	printf '\nUse it from this shell with:\n\n'
 	sed 's/^/  /' "$STATE/env"
-	printf '\n  %s read metakraftwerk/creds/team-a-ci\n\nStop it with: make down\n' "$(basename "$(sed -n 's/^export METAKRAFTWERK_CLI=//p' "$STATE/env")")"
+	# shellcheck disable=SC2016 # the command is shown for the reader's shell
+	printf '\n  vault read "$MOUNT/creds/team-a-ci"\n\nThe plugin is registered as %s and mounted at %s/; the README'"'"'s set-up (its role and policies) comes next.\nStop it with: make down\n' "$VERSION" "$MOUNT"
 	;;
 down) down ;;
 status) status ;;

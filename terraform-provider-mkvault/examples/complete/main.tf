@@ -2,7 +2,7 @@
 # engine at any mount:
 #
 #   export TF_VAR_team_a_password=… TF_VAR_team_b_password=…
-#   terraform apply -var mount=metakraftwerk -var base_url=https://mk.example.com
+#   terraform apply -var mount="$MOUNT" -var base_url=https://mk.example.com
 #
 # The passwords are needed only to create a role or to send a new one (with
 # a bumped password_wo_version): any other plan runs without them.
