@@ -30,7 +30,9 @@ type Stack struct {
 // 130), so that an interrupted benchmark leaves no server behind.
 func Up(repo, dir string, extra ...string) (st *Stack, down func(), err error) {
 	script := filepath.Join(repo, "bootstrap", "stack.sh")
-	env := append(append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+dir), extra...)
+	// The benchmarks address the engine at its default mount, whatever
+	// MOUNT the caller has exported (stack.sh honours it).
+	env := append(append(os.Environ(), "METAKRAFTWERK_STACK_DIR="+dir, "MOUNT=metakraftwerk"), extra...)
 	up := exec.Command(script, "up")
 	up.Env, up.Stdout, up.Stderr = env, io.Discard, os.Stderr
 	var once sync.Once
