@@ -819,3 +819,44 @@ func TestGateBackoffWriteAppliesToRememberedRejections(t *testing.T) {
 		t.Fatalf("with the backoff off: %q, %d failed logins", errorText(resp, err), failed())
 	}
 }
+
+// Finding D of the review: the bound is per role. Three roles sharing one
+// MetaKraftwerk login, 20 readers each after its password changed, cost
+// 3 × max_concurrent_logins = 12 failed logins, as docs/concepts.md says.
+func TestGateBoundIsPerRole(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	roles := []string{"a", "b", "c"}
+	for _, name := range roles {
+		env.createRole(name, map[string]any{fieldMaxConcurrentLogins: 4, fieldVerify: false})
+		done, _ := env.doAsync(logical.ReadOperation, "creds/"+name, nil)
+		h.next().release()
+		<-done
+	}
+	env.mk.SetPassword(testEmail, "changed-in-metakraftwerk")
+	env.secrets = append(env.secrets, "changed-in-metakraftwerk")
+	before := env.mk.Stats().FailedLogins
+	var wg sync.WaitGroup
+	for _, name := range roles {
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				env.do(logical.ReadOperation, "creds/"+name, nil)
+			}()
+		}
+	}
+	var held []*heldLogin
+	for range 12 {
+		held = append(held, h.next())
+	}
+	waitForSlotWaiters(t, 48)
+	h.none("with 12 logins held")
+	for _, l := range held {
+		l.release()
+	}
+	wg.Wait()
+	if n := env.mk.Stats().FailedLogins - before; n != 12 {
+		t.Fatalf("3 roles sharing a login, 20 readers each: %d failed logins, want 12", n)
+	}
+}
