@@ -293,16 +293,41 @@ func (b *backend) recordLogin(req gateRequest, key loginKey, seq uint64, tok *is
 	}
 	var apiErr *mkclient.APIError
 	var rerr *roleError
-	if req.cfg.RejectedLoginBackoff > 0 && errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
-		if b.store.recordOutcome(req.name, key, seq, &loginRejection{err: rerr, at: now,
-			until: now.Add(req.cfg.RejectedLoginBackoff), seq: seq, early: req.early}) {
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
+		backoff, unlock := b.lockBackoff(req)
+		if backoff > 0 && b.store.recordOutcome(req.name, key, seq, &loginRejection{err: rerr, at: now,
+			until: now.Add(backoff), seq: seq, early: req.early}) {
 			b.persistRejection(req, key)
 		}
+		unlock()
 	}
 	b.store.update(req.st, req.name, func(rs *roleState) {
 		rs.lastError, rs.lastErrorAt = err.Error(), now
 		rs.errorSeq = max(rs.errorSeq, seq)
 	})
+}
+
+// lockBackoff holds off config writes until unlock, and returns the
+// rejected_login_backoff in force for a rejection of req's login: the
+// stored configuration's, so that a config write made while the login
+// was in flight holds for it as for what was remembered then
+// (capRejections); 0 when base_url changed meanwhile (another server's
+// verdict). Only rejections come here, at most max_concurrent_logins per
+// role and window.
+func (b *backend) lockBackoff(req gateRequest) (time.Duration, func()) {
+	b.configLock.Lock()
+	backoff := req.cfg.RejectedLoginBackoff
+	if req.storage != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), persistTimeout)
+		defer cancel()
+		if cfg, err := effectiveConfig(ctx, req.storage); err == nil {
+			backoff = cfg.RejectedLoginBackoff
+			if cfg.BaseURL != req.cfg.BaseURL {
+				backoff = 0
+			}
+		}
+	}
+	return backoff, b.configLock.Unlock
 }
 
 // The rejection memory in storage: what a process remembers is lost when

@@ -860,3 +860,28 @@ func TestGateBoundIsPerRole(t *testing.T) {
 		t.Fatalf("3 roles sharing a login, 20 readers each: %d failed logins, want 12", n)
 	}
 }
+
+// A config write of rejected_login_backoff while a login is in flight
+// holds for that login's rejection too: with 0 it is not remembered.
+func TestGateBackoffWriteDuringALogin(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	wrongRole(env, nil)
+	done, _ := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	l := h.next()
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: 0})
+	l.release()
+	<-done
+	next, result := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	select {
+	case l := <-h.arrivals:
+		l.release()
+		<-next
+	case <-next:
+		resp, err := result()
+		t.Fatalf("the read after rejected_login_backoff=0 was refused without a login: %q", errorText(resp, err))
+	}
+	if entry, _ := env.storage.Get(context.Background(), loginMemoryPrefix+"ci"); entry != nil {
+		t.Fatal("a rejection was stored with the backoff off")
+	}
+}
