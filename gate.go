@@ -42,9 +42,14 @@ import (
 // asks; one when the role was not busy. The memory's until is kept in
 // storage too (persistRejection), so that a reload or a new active node
 // does not start afresh. Only a
-// write of the role's email or password (a new login), a base_url change
-// (another server) and deleting the role start afresh; an early retry
+// role write that names email or password (a written login, even one equal
+// to the stored), a base_url change (another server) and deleting the role
+// start afresh; a config write of rejected_login_backoff shortens what is
+// remembered to the new backoff (capRejections); an early retry
 // (verify-role with retry_now) is allowed once per remembered rejection.
+// A verifying write of a new login does not pass the gate (its login is
+// not the role's until stored) but takes one of the role's login slots.
+// The bound is per role: roles that share a MetaKraftwerk account add up.
 
 // gateFlight is the outcome of a login shared at the gate.
 type gateFlight struct {
@@ -230,15 +235,9 @@ func (s *loginSlots) leave(key string, g *slotGroup) {
 // (recordLogin). Only the gate, and a creds reader of a role confirmed
 // moments ago (decide), call it.
 func (b *backend) attemptLogin(ctx context.Context, req gateRequest, key loginKey) (*issuedToken, error) {
-	start := time.Now()
-	release, err := b.slots.acquire(ctx, req.name+"\x00"+string(key[:])+"\x00"+req.cfg.BaseURL, req.role.loginLimit())
-	if err == nil && ctx.Err() != nil {
-		// A slot and the end of the wait at once: no login it cannot await.
-		release()
-		err = ctx.Err()
-	}
+	release, err := b.takeSlot(ctx, req, key)
 	if err != nil {
-		return nil, waitAborted(ctx, req.name, start)
+		return nil, err
 	}
 	defer release()
 	// A login rejected while this one waited is everyone's answer.
@@ -252,6 +251,23 @@ func (b *backend) attemptLogin(ctx context.Context, req gateRequest, key loginKe
 	}
 	b.recordLogin(req, key, seq, tok, err)
 	return tok, err
+}
+
+// takeSlot waits for one of the login slots of req's role and login key at
+// req's server (max_concurrent_logins of them), or for ctx to end: then the
+// error is the reader's (waitAborted).
+func (b *backend) takeSlot(ctx context.Context, req gateRequest, key loginKey) (release func(), err error) {
+	start := time.Now()
+	release, err = b.slots.acquire(ctx, req.name+"\x00"+string(key[:])+"\x00"+req.cfg.BaseURL, req.role.loginLimit())
+	if err == nil && ctx.Err() != nil {
+		// A slot and the end of the wait at once: no login it cannot await.
+		release()
+		err = ctx.Err()
+	}
+	if err != nil {
+		return nil, waitAborted(ctx, req.name, start)
+	}
+	return release, nil
 }
 
 // recordLogin records a login's outcome: in the login memory (a success,
@@ -277,16 +293,41 @@ func (b *backend) recordLogin(req gateRequest, key loginKey, seq uint64, tok *is
 	}
 	var apiErr *mkclient.APIError
 	var rerr *roleError
-	if req.cfg.RejectedLoginBackoff > 0 && errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
-		if b.store.recordOutcome(req.name, key, seq, &loginRejection{err: rerr, at: now,
-			until: now.Add(req.cfg.RejectedLoginBackoff), seq: seq, early: req.early}) {
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized && errors.As(err, &rerr) {
+		backoff, unlock := b.lockBackoff(req)
+		if backoff > 0 && b.store.recordOutcome(req.name, key, seq, &loginRejection{err: rerr, at: now,
+			until: now.Add(backoff), seq: seq, early: req.early}) {
 			b.persistRejection(req, key)
 		}
+		unlock()
 	}
 	b.store.update(req.st, req.name, func(rs *roleState) {
 		rs.lastError, rs.lastErrorAt = err.Error(), now
 		rs.errorSeq = max(rs.errorSeq, seq)
 	})
+}
+
+// lockBackoff holds off config writes until unlock, and returns the
+// rejected_login_backoff in force for a rejection of req's login: the
+// stored configuration's, so that a config write made while the login
+// was in flight holds for it as for what was remembered then
+// (capRejections); 0 when base_url changed meanwhile (another server's
+// verdict). Only rejections come here, at most max_concurrent_logins per
+// role and window.
+func (b *backend) lockBackoff(req gateRequest) (time.Duration, func()) {
+	b.configLock.Lock()
+	backoff := req.cfg.RejectedLoginBackoff
+	if req.storage != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), persistTimeout)
+		defer cancel()
+		if cfg, err := effectiveConfig(ctx, req.storage); err == nil {
+			backoff = cfg.RejectedLoginBackoff
+			if cfg.BaseURL != req.cfg.BaseURL {
+				backoff = 0
+			}
+		}
+	}
+	return backoff, b.configLock.Unlock
 }
 
 // The rejection memory in storage: what a process remembers is lost when
@@ -428,6 +469,53 @@ func (b *backend) forgetStoredRejections(ctx context.Context, s logical.Storage,
 			b.Logger().Warn("could not delete the stored rejection memory of a role", "role", n, "error", err)
 		}
 	}
+}
+
+// capRejections applies a rejected_login_backoff just written to the
+// rejections remembered already, in this process and in storage: each
+// ends at the latest backoff after it was tried (so lowering the backoff
+// shortens them, raising it does not lengthen them), and 0 forgets them.
+func (b *backend) capRejections(ctx context.Context, s logical.Storage, backoff time.Duration) {
+	names, err := s.List(ctx, loginMemoryPrefix)
+	if err != nil {
+		b.Logger().Warn("could not list the stored rejection memory", "error", err)
+	}
+	names = append(names, b.store.rememberedRoles()...)
+	slices.Sort(names)
+	now := b.now()
+	for _, n := range slices.Compact(names) {
+		unlock := b.lockMemory(n)
+		b.store.capRejection(n, backoff)
+		err := capStoredRejection(ctx, s, n, backoff, now)
+		unlock()
+		if err != nil {
+			b.Logger().Warn("could not shorten the stored rejection memory of a role", "role", n, "error", err)
+		}
+	}
+}
+
+// capStoredRejection is capRejection for the role's stored memory.
+func capStoredRejection(ctx context.Context, s logical.Storage, name string, backoff time.Duration, now time.Time) error {
+	entry, err := s.Get(ctx, loginMemoryPrefix+name)
+	if err != nil || entry == nil {
+		return err
+	}
+	var sr storedRejection
+	if err := entry.DecodeJSON(&sr); err != nil {
+		return s.Delete(ctx, loginMemoryPrefix+name)
+	}
+	until := sr.At.Add(backoff)
+	switch {
+	case backoff == 0 || !now.Before(until):
+		return s.Delete(ctx, loginMemoryPrefix+name)
+	case until.Before(sr.Until):
+		sr.Until = until
+		if entry, err = logical.StorageEntryJSON(loginMemoryPrefix+name, &sr); err != nil {
+			return err
+		}
+		return s.Put(ctx, entry)
+	}
+	return nil
 }
 
 // lockMemory serialises reading and writing one role's stored memory.

@@ -660,3 +660,228 @@ func TestGateStoredRejectionWriteFails(t *testing.T) {
 		t.Fatalf("the log does not say so:\n%s", env.logs.String())
 	}
 }
+
+// Finding A of the review: writing the role's unchanged password answered
+// Success without a login and kept the remembered rejection (also across
+// a reload), and so told a correct guess from a wrong one. A write that
+// names email or password is a written login: it logs in (verify on) and
+// forgets the memory, in storage too, whether or not it equals the stored.
+func TestGateWriteOfTheStoredLoginStartsAfresh(t *testing.T) {
+	env := newTestBackend(t)
+	env.createRole("ci", nil)
+	env.mk.SetPassword(testEmail, "changed-upstream")
+	env.secrets = append(env.secrets, "changed-upstream")
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 400 {
+		t.Fatalf("read after the upstream change: %d %q", statusOf(resp, err), errorText(resp, err))
+	}
+	env.mk.SetPassword(testEmail, testPassword)
+	reload := func() {
+		b, _, _ := setupBackendOn(t, env.clock.Now, env.storage)
+		env.b = b
+	}
+	reload()
+	before := env.mk.Stats()
+	env.mustWrite("roles/ci", map[string]any{fieldPassword: testPassword})
+	if n := env.mk.Stats().Logins - before.Logins; n != 1 {
+		t.Fatalf("the write of the unchanged password made %d logins, want 1", n)
+	}
+	if entry, _ := env.storage.Get(context.Background(), loginMemoryPrefix+"ci"); entry != nil {
+		t.Fatal("the stored rejection outlived a write of the password")
+	}
+	env.mustRead("creds/ci")
+	reload()
+	env.mustRead("creds/ci")
+
+	// Without verify the write forgets it too, also after a reload.
+	env.mk.SetPassword(testEmail, "changed-upstream")
+	env.mustWrite("rotate-role/ci", nil) // no login: the role is not confirmed any more
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); statusOf(resp, err) != 400 {
+		t.Fatalf("read after the second upstream change: %d", statusOf(resp, err))
+	}
+	env.mk.SetPassword(testEmail, testPassword)
+	reload()
+	env.mustWrite("roles/ci", map[string]any{fieldEmail: testEmail, fieldVerify: false})
+	reload()
+	env.mustRead("creds/ci")
+
+	// No oracle: the stored password and a wrong guess both log in once.
+	for _, pw := range []string{testPassword, "a-wrong-guess"} {
+		before := env.mk.Stats().LoginRequests
+		resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldPassword: pw})
+		if n := env.mk.Stats().LoginRequests - before; n != 1 {
+			t.Fatalf("a write of a password made %d logins, want 1 (%d %q)", n, statusOf(resp, err), errorText(resp, err))
+		}
+	}
+	env.secrets = append(env.secrets, "a-wrong-guess")
+	// A write that names neither keeps the memory as it was.
+	env.mk.SetPassword(testEmail, "changed-upstream")
+	env.mustWrite("rotate-role/ci", nil)
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	env.mk.SetPassword(testEmail, testPassword)
+	env.mustWrite("roles/ci", map[string]any{fieldDescription: "kept", fieldVerify: false})
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); !strings.Contains(errorText(resp, err), "last tried at") {
+		t.Fatalf("a write of the description forgot the rejection: %q", errorText(resp, err))
+	}
+	env.assertNoLeaks()
+}
+
+// Finding C of the review: role writes that change only the email each
+// logged in past the gate, as many at once as there were writers. Now a
+// verifying write of a new login takes one of the role's login slots: 12
+// writes of 12 spellings of the email put max_concurrent_logins=2 logins
+// in flight at once, beside no more than the role's readers.
+func TestGateBoundsVerifyingWritesOfNewLogins(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	env.createRole("ci", map[string]any{fieldMaxConcurrentLogins: 2, fieldVerify: false})
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldEmail: fmt.Sprintf("ci+%d@example.com", i)})
+		}()
+	}
+	held := []*heldLogin{h.next(), h.next()}
+	waitForSlotWaiters(t, 10)
+	h.none("with 2 write logins held and 10 writes waiting")
+	for _, l := range held {
+		l.release()
+	}
+	for range 10 {
+		h.next().release()
+	}
+	wg.Wait()
+	if h.max() != 2 {
+		t.Fatalf("%d logins of role writes were in flight at once, want 2", h.max())
+	}
+}
+
+// Finding B of the review: lowering rejected_login_backoff, or setting it
+// to 0 ("turns it off"), left a remembered rejection in force until its
+// old until. Now the write shortens what is remembered, in the process and
+// in storage (so also for a role this process has not read yet); raising
+// it does not lengthen it.
+func TestGateBackoffWriteAppliesToRememberedRejections(t *testing.T) {
+	env := newTestBackend(t)
+	wrongRole(env, nil)
+	before := env.mk.Stats().FailedLogins
+	failed := func() int64 { return env.mk.Stats().FailedLogins - before }
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	storedUntil := func() time.Time {
+		entry, err := env.storage.Get(context.Background(), loginMemoryPrefix+"ci")
+		if err != nil || entry == nil {
+			return time.Time{}
+		}
+		var sr storedRejection
+		if err := entry.DecodeJSON(&sr); err != nil {
+			t.Fatal(err)
+		}
+		return sr.Until
+	}
+	tried := env.clock.Now()
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: "10m"})
+	if got := storedUntil(); !got.Equal(tried.Add(defaultRejectedLoginBackoff)) {
+		t.Fatalf("raising the backoff moved the stored until to %s", got)
+	}
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: "1m"})
+	if got := storedUntil(); !got.Equal(tried.Add(time.Minute)) {
+		t.Fatalf("lowering the backoff left the stored until at %s, want %s", got, tried.Add(time.Minute))
+	}
+	env.clock.Advance(59 * time.Second)
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); !strings.Contains(errorText(resp, err), "last tried at") || failed() != 1 {
+		t.Fatalf("within the new backoff: %q, %d failed logins", errorText(resp, err), failed())
+	}
+	env.clock.Advance(time.Second)
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	if failed() != 2 {
+		t.Fatalf("after the lowered backoff: %d failed logins, want 2", failed())
+	}
+
+	// 0 forgets it, also for a process that has not read it yet.
+	if storedUntil().IsZero() {
+		t.Fatal("the second rejection was not stored")
+	}
+	b, _, _ := setupBackendOn(t, env.clock.Now, env.storage)
+	env.b = b
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: 0})
+	if !storedUntil().IsZero() {
+		t.Fatal("rejected_login_backoff=0 left the stored rejection")
+	}
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); strings.Contains(errorText(resp, err), "last tried at") || failed() != 3 {
+		t.Fatalf("with the backoff off: %q, %d failed logins", errorText(resp, err), failed())
+	}
+	// And in the process that holds it.
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: "5m"})
+	env.do(logical.ReadOperation, "creds/ci", nil)
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: 0})
+	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); strings.Contains(errorText(resp, err), "last tried at") || failed() != 5 {
+		t.Fatalf("with the backoff off: %q, %d failed logins", errorText(resp, err), failed())
+	}
+}
+
+// Finding D of the review: the bound is per role. Three roles sharing one
+// MetaKraftwerk login, 20 readers each after its password changed, cost
+// 3 × max_concurrent_logins = 12 failed logins, as docs/concepts.md says.
+func TestGateBoundIsPerRole(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	roles := []string{"a", "b", "c"}
+	for _, name := range roles {
+		env.createRole(name, map[string]any{fieldMaxConcurrentLogins: 4, fieldVerify: false})
+		done, _ := env.doAsync(logical.ReadOperation, "creds/"+name, nil)
+		h.next().release()
+		<-done
+	}
+	env.mk.SetPassword(testEmail, "changed-in-metakraftwerk")
+	env.secrets = append(env.secrets, "changed-in-metakraftwerk")
+	before := env.mk.Stats().FailedLogins
+	var wg sync.WaitGroup
+	for _, name := range roles {
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				env.do(logical.ReadOperation, "creds/"+name, nil)
+			}()
+		}
+	}
+	var held []*heldLogin
+	for range 12 {
+		held = append(held, h.next())
+	}
+	waitForSlotWaiters(t, 48)
+	h.none("with 12 logins held")
+	for _, l := range held {
+		l.release()
+	}
+	wg.Wait()
+	if n := env.mk.Stats().FailedLogins - before; n != 12 {
+		t.Fatalf("3 roles sharing a login, 20 readers each: %d failed logins, want 12", n)
+	}
+}
+
+// A config write of rejected_login_backoff while a login is in flight
+// holds for that login's rejection too: with 0 it is not remembered.
+func TestGateBackoffWriteDuringALogin(t *testing.T) {
+	env := newTestBackend(t)
+	h := env.holdLogins()
+	wrongRole(env, nil)
+	done, _ := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	l := h.next()
+	env.mustWrite("config", map[string]any{fieldRejectedLoginBackoff: 0})
+	l.release()
+	<-done
+	next, result := env.doAsync(logical.ReadOperation, "creds/ci", nil)
+	select {
+	case l := <-h.arrivals:
+		l.release()
+		<-next
+	case <-next:
+		resp, err := result()
+		t.Fatalf("the read after rejected_login_backoff=0 was refused without a login: %q", errorText(resp, err))
+	}
+	if entry, _ := env.storage.Get(context.Background(), loginMemoryPrefix+"ci"); entry != nil {
+		t.Fatal("a rejection was stored with the backoff off")
+	}
+}

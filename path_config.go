@@ -182,7 +182,9 @@ func pathConfig(b *backend) []*framework.Path {
 			fieldRejectedLoginBackoff: {
 				Type: framework.TypeDurationSecond,
 				Description: fmt.Sprintf("After MetaKraftwerk rejects a role's login (401), creds reads get the same error and verify-role a 429, "+
-					"without a new attempt, for this long (across plugin reloads too) or until the role's email or password is written; 0 turns it off; at most %s.",
+					"without a new attempt, for this long (across plugin reloads too) or until the role's email or password is written; 0 turns it off; at most %s. "+
+					"A write applies to the rejections remembered already, in storage too: each then ends at most this long after it was tried "+
+					"(a lower value shortens them, a higher one does not lengthen them), and 0 forgets them.",
 					formatDuration(maxRejectedLoginBackoff)),
 				Default: int(defaultRejectedLoginBackoff / time.Second),
 			},
@@ -285,6 +287,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	b.configChanged(oldBaseURL != cfg.BaseURL)
 	if oldBaseURL != cfg.BaseURL {
 		b.forgetStoredRejections(ctx, req.Storage, "")
+	} else if _, ok := d.GetOk(fieldRejectedLoginBackoff); ok && err == nil {
+		// "0 turns it off" and a lower backoff hold for what is
+		// remembered already, not only for the next rejection.
+		b.capRejections(ctx, req.Storage, cfg.RejectedLoginBackoff)
 	}
 	b.metrics.setNamed(cfg.MetricsRoles)
 	return nil, err
@@ -418,6 +424,8 @@ at most 85s of upstream time per request, a 1m expiry leeway and a 5m
 rejected_login_backoff. Updates are partial; deleting the configuration
 restores the defaults. Nothing in the configuration is secret, so a read returns all of it.
 
-Writing the configuration drops the engine's HTTP client, any shared tokens
-and remembered rejections; the next request uses the new settings.
+Writing the configuration drops the engine's HTTP client and any shared
+tokens; the next request uses the new settings. A new base_url forgets the
+remembered rejected logins; a write of rejected_login_backoff shortens them
+to the new value (0 forgets them).
 `

@@ -228,7 +228,7 @@ func pathRoles(b *backend) []*framework.Path {
 				},
 				fieldVerify: {
 					Type:        framework.TypeBool,
-					Description: "Log in once (and check projects) before storing a new or changed login; false stores without contacting MetaKraftwerk. Not stored.",
+					Description: "Log in once (and check projects) before storing a written or changed login; false stores without contacting MetaKraftwerk. Not stored.",
 					Default:     true,
 				},
 				fieldReuseTokens: {
@@ -455,21 +455,20 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	role, verify, resp := b.roleFromRequest(req.Operation, name, existing, d, p)
+	written := loginWritten(d)
 	if resp != nil || !verify {
 		defer unlock()
 		if resp != nil {
 			return resp, nil
 		}
-		return nil, b.storeRole(ctx, req.Storage, name, existing, role)
+		return nil, b.storeRole(ctx, req.Storage, name, existing, role, written)
 	}
 	unlock()
 
 	// A new or changed login is checked first, with no lock held while
 	// MetaKraftwerk answers; it is stored only if no other write landed
-	// meanwhile. A write that keeps the stored email and password (new
-	// projects) checks that login, so it goes through the role's gate.
-	keepsLogin := existing != nil && existing.Email == role.Email && existing.Password == role.Password
-	if resp, err := b.verifyLogin(ctx, req.Storage, st, name, role, keepsLogin); resp != nil || err != nil {
+	// meanwhile.
+	if resp, err := b.verifyLogin(ctx, req.Storage, st, name, existing, role, written); resp != nil || err != nil {
 		return resp, err
 	}
 	role.VerifiedAt = b.now().UTC()
@@ -486,7 +485,19 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, logical.CodedError(http.StatusConflict, fmt.Sprintf(
 			"role %q was changed by another request while this write checked its login; nothing was stored. Send the write again", name))
 	}
-	return nil, b.storeRole(ctx, req.Storage, name, current, role)
+	return nil, b.storeRole(ctx, req.Storage, name, current, role, written)
+}
+
+// loginWritten reports whether the request names email or password: a
+// written login, which starts afresh (verified when verify is on, its
+// remembered rejection forgotten) whether or not it equals the stored one.
+// So a write answers the same for the stored password as for another, and
+// writing the current password after fixing the account in MetaKraftwerk
+// ends a refusal, as the refusal's message says.
+func loginWritten(d *framework.FieldData) bool {
+	_, email := d.GetOk(fieldEmail)
+	_, password := d.GetOk(fieldPassword)
+	return email || password
 }
 
 // roleFromRequest is existing with the request's fields applied, and
@@ -514,7 +525,7 @@ func (b *backend) roleFromRequest(op logical.Operation, name string, existing *r
 	if loginChanged {
 		role.VerifiedAt = time.Time{}
 	}
-	return role, loginChanged && d.Get(fieldVerify).(bool), nil
+	return role, (loginChanged || loginWritten(d)) && d.Get(fieldVerify).(bool), nil
 }
 
 // checkOperation refuses a create of a role that exists by now, and an
@@ -545,11 +556,16 @@ func sameStoredRole(a, b *roleEntry) bool {
 }
 
 // verifyLogin logs in with role's login and checks its projects, for a
-// role write; the 400, 429, 502 or 504 that refuses the write, or nothing.
-// A login the role already has (keepsLogin) is checked at the role's gate;
-// a new one, which is not the role's until it is stored, with a login of
-// its own that the login memory does not record.
-func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, name string, role *roleEntry, keepsLogin bool) (*logical.Response, error) {
+// role write replacing existing (nil for a new role); the 400, 429, 502 or
+// 504 that refuses the write, or nothing. The login the role already has
+// is checked at the role's gate, after forgetting its remembered rejection
+// when the write names it (written). A new one, which is not the role's
+// until it is stored, is checked with a login of its own that the login
+// memory does not record (a rejected new login is not the stored one's
+// verdict, and the next write of it is the operator's new attempt); it
+// takes one of the role's login slots, so that writes cannot put more
+// than max_concurrent_logins logins of the role in flight either.
+func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, name string, existing, role *roleEntry, written bool) (*logical.Response, error) {
 	client, cfg, err := b.client(ctx, s)
 	if err != nil {
 		return nil, err
@@ -558,13 +574,20 @@ func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, 
 	defer cancel()
 	req := gateRequest{st: st, name: name, role: role, client: client, cfg: cfg, storage: s, purpose: purposeVerify}
 	var v *verification
-	if keepsLogin {
+	if existing != nil && loginKeyOf(existing) == loginKeyOf(role) {
+		if written {
+			b.forgetStoredRejections(ctx, s, name)
+		}
 		if err := b.loadRejection(ctx, s, name, role, cfg); err != nil {
 			return nil, err
 		}
 		v, err = b.verifyRole(uctx, req, role.Projects)
 	} else {
-		v, err = b.verifyNewLogin(uctx, req)
+		slotOf := role
+		if existing != nil {
+			slotOf = existing
+		}
+		v, err = b.verifyNewLogin(uctx, req, loginKeyOf(slotOf))
 	}
 	if err == nil && len(v.missing) > 0 {
 		err = &errMissingProjects{role: name, email: role.Email, missing: v.missing}
@@ -577,11 +600,12 @@ func (b *backend) verifyLogin(ctx context.Context, s logical.Storage, st stamp, 
 
 // storeRole puts the role (replacing old, nil for a new one) and drops what
 // the engine holds for it, whatever storage answered: a put that failed may
-// still have been applied. A new login starts without a stored rejection.
-func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string, old, role *roleEntry) error {
+// still have been applied. A written login (loginWritten), changed or not,
+// starts without a remembered rejection.
+func (b *backend) storeRole(ctx context.Context, s logical.Storage, name string, old, role *roleEntry, written bool) error {
 	err := putRole(ctx, s, name, role)
 	b.store.evict(name)
-	if old != nil && (old.Email != role.Email || old.Password != role.Password) {
+	if old != nil && (written || old.Email != role.Email || old.Password != role.Password) {
 		b.forgetStoredRejections(ctx, s, name)
 	}
 	return err
@@ -746,9 +770,11 @@ creds/<role> logs in with it and returns an access token. Give every role its
 own narrowly privileged MetaKraftwerk user: a token carries all the rights of
 the account that logged in.
 
-On create, and on an update that changes email, password or projects, the
-engine logs in once (and checks projects) unless verify=false; a rejected
-login or a missing project fails the write and nothing is stored.
+On create, on an update that sends email or password (even unchanged) and on
+one that changes projects, the engine logs in once (and checks projects)
+unless verify=false; a rejected login or a missing project fails the write
+and nothing is stored. Sending email or password also ends a remembered
+rejected login of the role.
 
 Updates are partial: only the fields sent change. The password is write-only;
 a read shows password_set instead.

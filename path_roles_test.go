@@ -792,7 +792,11 @@ func TestRoleTextRefusesFormatAndBidiCharacters(t *testing.T) {
 	env := newTestBackend(t)
 	env.createRole("ci", map[string]any{fieldDescription: "kept"})
 	for _, r := range []rune{'\u061c', '\u200e', '\u200f', '\u202a', '\u202e', '\u2066', '\u2069', '\u2028', '\u2029',
-		'\u200b', '\u200c', '\u200d', '\u2060', '\ufeff', '\u00ad', '\U000e0041', '\U000e007f'} {
+		'\u200b', '\u200c', '\u200d', '\u2060', '\ufeff', '\u00ad', '\U000e0041', '\U000e007f',
+		// Shown as nothing, or as the font likes: Hangul fillers, the
+		// combining grapheme joiner, variation selectors, noncharacters,
+		// private use.
+		'\u3164', '\u115f', '\u1160', '\uffa0', '\u034f', '\ufe0f', '\U000e0100', '\ufffe', '\uffff', '\ufdd0', '\ue000', '\U000f0000'} {
 		for _, tt := range []struct {
 			field, value, prefix string
 		}{
@@ -811,5 +815,9 @@ func TestRoleTextRefusesFormatAndBidiCharacters(t *testing.T) {
 	}
 	if got := env.mustRead("roles/ci").Data; got[fieldDescription] != "kept" || got[fieldEmail] != testEmail {
 		t.Fatalf("a refused write changed the role: %v", got)
+	}
+	// A no-break space shows as a space: a description may hold one.
+	if resp, err := env.do(logical.UpdateOperation, "roles/ci", map[string]any{fieldDescription: "CI\u00a0runner"}); statusOf(resp, err) != 200 {
+		t.Fatalf("description with U+00A0: %d %q", statusOf(resp, err), errorText(resp, err))
 	}
 }

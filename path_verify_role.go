@@ -183,10 +183,16 @@ func (b *backend) verifyRole(ctx context.Context, req gateRequest, projects []st
 // verifyNewLogin checks a login a role write brings (a new role, or a new
 // email or password) before it is stored: a login of its own, counted in
 // the metrics but not recorded in the login memory or the role's status,
-// which are about the stored login.
-func (b *backend) verifyNewLogin(ctx context.Context, req gateRequest) (*verification, error) {
+// which are about the stored login. It holds one of the login slots of
+// slotKey (the stored login's, or the new role's) while it logs in.
+func (b *backend) verifyNewLogin(ctx context.Context, req gateRequest, slotKey loginKey) (*verification, error) {
 	start := time.Now()
+	release, err := b.takeSlot(ctx, req, slotKey)
+	if err != nil {
+		return nil, err
+	}
 	tok, err := b.login(ctx, req.client, req.name, req.role, req.purpose)
+	release()
 	if err != nil {
 		return nil, &roleError{role: req.name, op: opLogin, err: upstreamErr(ctx, err)}
 	}

@@ -227,6 +227,38 @@ func (s *memStore) forgetLogins(name string) {
 	delete(s.loaded, name)
 }
 
+// capRejection shortens the role's remembered rejection to backoff after
+// it was tried (rejected_login_backoff lowered); 0 forgets it. The
+// rejection is replaced, not changed: callers may hold it.
+func (s *memStore) capRejection(name string, backoff time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.logins[name]
+	if m == nil || m.rejection == nil {
+		return
+	}
+	if backoff == 0 {
+		m.rejection = nil
+		return
+	}
+	if until := m.rejection.at.Add(backoff); until.Before(m.rejection.until) {
+		r := *m.rejection
+		r.until = until
+		m.rejection = &r
+	}
+}
+
+// rememberedRoles names the roles with a login memory in this process.
+func (s *memStore) rememberedRoles() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.logins))
+	for name := range s.logins {
+		names = append(names, name)
+	}
+	return names
+}
+
 // reset drops everything but the login memory (configuration changed,
 // engine cleaned up).
 func (s *memStore) reset() {

@@ -76,3 +76,34 @@ func TestGateBoundsABusyRole(t *testing.T) {
 		t.Fatalf("after a plugin reload the role reads %v", role)
 	}
 }
+
+// TestGateWrittenPasswordStartsAfresh is finding A of the review, on a
+// real server: the password changed in MetaKraftwerk, a read was rejected
+// and remembered, the password was set back there. A write of the role's
+// unchanged password (after a plugin reload, so the refusal comes from
+// storage) logs in and ends the refusal: the next read gets a token.
+func TestGateWrittenPasswordStartsAfresh(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t, StackOptions{Mount: "mk-written"})
+	s.CreateRole("w", teamAEmail, teamAPassword)
+	api := s.API(s.Token)
+	const changed = "changed-in-MetaKraftwerk-8c9d0e"
+	s.addSecret(changed)
+	s.MK.SetPassword(teamAEmail, changed)
+	if _, err := s.ReadCreds(api, "w"); err == nil || !strings.Contains(err.Error(), "Invalid login") {
+		t.Fatalf("read after the change upstream: %v", err)
+	}
+	s.MK.SetPassword(teamAEmail, teamAPassword)
+	s.ReloadPlugin()
+	if _, err := s.ReadCreds(api, "w"); err == nil || !strings.Contains(err.Error(), "last tried at") {
+		t.Fatalf("read after the reload: %v", err)
+	}
+	before := s.MK.Stats().Logins
+	s.MustCLI("write", s.mount()+"/roles/w", "password="+teamAPassword)
+	if n := s.MK.Stats().Logins - before; n != 1 {
+		t.Fatalf("the write of the unchanged password made %d logins, want 1", n)
+	}
+	if sec, err := s.ReadCreds(api, "w"); err != nil || sec == nil || sec.Data["access_token"] == nil {
+		t.Fatalf("read after writing the unchanged password: %v", err)
+	}
+}

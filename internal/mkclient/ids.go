@@ -23,15 +23,29 @@ const (
 // bidirectional control (every Bidi_Control code point: U+061C, U+200E,
 // U+200F, U+202A–U+202E, U+2066–U+2069), the line and paragraph separators
 // U+2028 and U+2029, or any other format character (category Cf, which
-// holds the zero-width and the tag characters). It is the one check for
-// the texts an operator writes and the ids MetaKraftwerk sends.
+// holds the zero-width and the tag characters), or a code point that shows
+// as nothing or as what the font makes of it: the other default-ignorable
+// ones (the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, the combining
+// grapheme joiner U+034F), the variation selectors, the noncharacters
+// (U+FFFE among them), private use and surrogates. A value holding one can
+// look like another (projects=TEAM_A plus U+3164 reads as TEAM_A). It is
+// the one check for the texts an operator writes and the ids MetaKraftwerk
+// sends. The no-break space (U+00A0) and other visible spaces pass.
 func UnsafeRune(s string) (r rune, at int, ok bool) {
 	for i, r := range s {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Cf) {
+		if unicode.IsControl(r) || unicode.In(r, unsafeRanges...) {
 			return r, i, true
 		}
 	}
 	return 0, 0, false
+}
+
+// unsafeRanges are the Unicode classes UnsafeRune refuses besides the
+// control characters.
+var unsafeRanges = []*unicode.RangeTable{
+	unicode.Bidi_Control, unicode.Zl, unicode.Zp, unicode.Cf,
+	unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector,
+	unicode.Noncharacter_Code_Point, unicode.Co, unicode.Cs,
 }
 
 // IDKind is which id MetaKraftwerk sent, and so the one shape it may have.

@@ -73,7 +73,7 @@ func (r *configResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 			"request_timeout":        whole("Timeout of one upstream attempt, in seconds."),
 			"max_retries":            whole("Retries of transient upstream failures."),
 			"expiry_leeway":          whole("How long before the token's exp its lease ends, in seconds."),
-			"rejected_login_backoff": whole("How long a rejected login is remembered, in seconds; 0 turns it off."),
+			"rejected_login_backoff": whole("How long a rejected login is remembered, in seconds; 0 turns it off. A change applies to the rejections remembered already (0 forgets them)."),
 			"max_upstream_time":      whole("The longest one request waits for MetaKraftwerk in all, in seconds."),
 		},
 	}
