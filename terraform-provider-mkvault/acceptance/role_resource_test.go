@@ -80,8 +80,11 @@ func TestAccRole(t *testing.T) {
 		resource.TestCheckResourceAttr(name, "max_concurrent_logins", "3"),
 		func(*terraform.State) error { // and the engine has it
 			role, err := s.vault.Logical().Read("metakraftwerk/roles/ci")
-			if err != nil || role == nil || fmt.Sprint(role.Data["max_concurrent_logins"]) != "3" {
-				return fmt.Errorf("the engine's role: %v %v", role, err)
+			if err != nil {
+				return fmt.Errorf("reading the engine's role: %w", err)
+			}
+			if role == nil || fmt.Sprint(role.Data["max_concurrent_logins"]) != "3" {
+				return fmt.Errorf("the engine's role: %v", role)
 			}
 			return nil
 		},
