@@ -40,7 +40,7 @@ import (
 	"time"
 
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
-	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/localstack"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/bench/internal/localstack"
 )
 
 type stack struct {
