@@ -39,8 +39,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
 	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/bench/internal/localstack"
+	"github.com/metakraftwerk/vault-plugin-secrets-metakraftwerk/internal/loadgen"
 )
 
 const (
