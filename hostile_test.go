@@ -134,6 +134,11 @@ var hostileCategory = map[hostile.Mode]string{
 // look at the password can keep the short one's echo out.
 var idPasswords = []string{"Pw-7xQz9", "Pw-" + strings.Repeat("7xQz9", 25) + "K", "Pw-" + strings.Repeat("7xQz9", 204) + "K"}
 
+// tokenCarriesPassword are the id modes whose token holds the password
+// whole in its claims (as sent, or upper-cased): the engine refuses such a
+// token, whatever its ids.
+var tokenCarriesPassword = map[hostile.Mode]bool{hostile.IDRaw: true, hostile.IDUpper: true}
+
 // An upstream that spells the password into user.id, jti and sub (as
 // sent, half of it, upper-cased, base64), for passwords of 8, 129 and 1024
 // characters: creds, verify-role and the role read (shared_token_id, which
@@ -153,6 +158,15 @@ func TestUpstreamIDsLeaveThroughTheProjection(t *testing.T) {
 				env := newTestBackend(t)
 				env.secrets = append(env.secrets, password, loginBody(testEmail, password))
 				env.mustWrite("config", map[string]any{fieldBaseURL: srv.URL, fieldMaxRetries: 0})
+				if tokenCarriesPassword[mode] {
+					// The token itself holds the password: refused before
+					// any id is looked at, and handed to nobody.
+					resp, err := env.do(logical.CreateOperation, "roles/victim", map[string]any{fieldEmail: testEmail, fieldPassword: password})
+					if want := "it carries the login's password in its header or claims"; !strings.Contains(errorText(resp, err), want) {
+						t.Fatalf("role write: %q, want %q", errorText(resp, err), want)
+					}
+					return
+				}
 				env.mustWrite("roles/victim", map[string]any{fieldEmail: testEmail, fieldPassword: password,
 					fieldProjects: "CI_PROJECT", fieldReuseTokens: true})
 				shown := []any{}

@@ -102,6 +102,17 @@ func TestUpstreamBoundary(t *testing.T) {
 				// the CLI's output for it.
 				api := s.API(s.Token)
 				sec, err := s.ReadCreds(api, role)
+				if mode == hostile.IDRaw || mode == hostile.IDUpper {
+					// The token itself holds the password whole: refused,
+					// whatever its ids, and handed to nobody.
+					if want := "it carries the login's password in its header or claims"; err == nil || !strings.Contains(err.Error(), want) {
+						t.Fatalf("%s: creds: %v, want %q", mode, err, want)
+					}
+					for _, tok := range srv.Tokens() {
+						s.addSecret(tok)
+					}
+					continue
+				}
 				if err != nil || sec == nil {
 					t.Fatalf("%s: creds: %v", mode, err)
 				}

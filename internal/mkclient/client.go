@@ -362,6 +362,11 @@ func (c *Client) Login(ctx context.Context, email, password string) (*LoginResul
 			if err != nil {
 				return err
 			}
+			// Every reader of the role gets the token as it came: one that
+			// carries the password would hand it to them.
+			if tokenCarries(r.AccessToken, password) {
+				return fmt.Errorf("%w (it carries the login's password in its header or claims)", ErrNotAJWT)
+			}
 			// The ids are upstream text that readers, logs and Terraform
 			// state see: each leaves through the projection, whole or not
 			// at all.

@@ -663,3 +663,40 @@ func hugeNamePages(requests *atomic.Int64) *httptest.Server {
 		_, _ = fmt.Fprintf(w, `{"total":1000,"limit":1,"skip":%d,"data":[{"id":%d,"name":%q}]}`, skip, skip, name)
 	}))
 }
+
+// A token whose header or claims hold the password would hand it to every
+// reader of the role: it is refused as not a JWT, in any letter case and
+// as JSON escapes it, and a token that does not hold it is handed out.
+func TestLoginRefusesATokenCarryingThePassword(t *testing.T) {
+	const pw = `Hunter2"Secret`
+	exp := time.Now().Add(time.Hour).Unix()
+	for name, c := range map[string]struct {
+		token  string
+		refuse bool
+	}{
+		"a claim":       {testJWT(t, jwt.MapClaims{"exp": exp, "pw": pw}), true},
+		"upper-cased":   {testJWT(t, jwt.MapClaims{"exp": exp, "x": strings.ToUpper(pw)}), true},
+		"in the header": {testJWTHeader(t, `{"alg":"HS256","typ":"JWT","kid":"Hunter2\"Secret"}`, fmt.Sprintf(`{"exp":%d}`, exp)), true},
+		"no password":   {testJWT(t, jwt.MapClaims{"exp": exp, "sub": "1"}), false},
+		"a part of it":  {testJWT(t, jwt.MapClaims{"exp": exp, "x": "Hunter2"}), false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusCreated)
+				_, _ = w.Write([]byte(`{"accessToken":"` + c.token + `","user":{"id":1}}`))
+			}))
+			defer srv.Close()
+			cl, err := New(Config{BaseURL: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = cl.Login(context.Background(), "a@b.c", pw)
+			if c.refuse != errors.Is(err, ErrNotAJWT) {
+				t.Fatalf("refused = %v, want %v (%v)", err != nil, c.refuse, err)
+			}
+			if c.refuse && !strings.Contains(err.Error(), "it carries the login's password in its header or claims") {
+				t.Fatalf("error = %v", err)
+			}
+		})
+	}
+}

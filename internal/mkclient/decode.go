@@ -598,3 +598,28 @@ func ParseCAPool(pemText string) (*x509.CertPool, error) {
 func isAlnum(c byte) bool {
 	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 }
+
+// tokenCarries reports whether the decoded header or claims of token (a
+// token parseClaims accepted) hold password as it is sent, in any letter
+// case, or as JSON escapes it.
+func tokenCarries(token, password string) bool {
+	if password == "" {
+		return false
+	}
+	escaped, _ := json.Marshal(password)
+	forms := []string{strings.ToLower(password), strings.ToLower(string(escaped[1 : len(escaped)-1]))}
+	parts := strings.Split(token, ".")
+	for _, seg := range parts[:min(2, len(parts))] {
+		text, err := decodeSegment(seg)
+		if err != nil {
+			continue
+		}
+		lower := strings.ToLower(string(text))
+		for _, f := range forms {
+			if strings.Contains(lower, f) {
+				return true
+			}
+		}
+	}
+	return false
+}
