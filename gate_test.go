@@ -700,7 +700,7 @@ func TestGateWriteOfTheStoredLoginStartsAfresh(t *testing.T) {
 	}
 	env.mk.SetPassword(testEmail, testPassword)
 	reload()
-	env.mustWrite("roles/ci", map[string]any{fieldEmail: testEmail, fieldVerify: false})
+	env.mustWrite("roles/ci", map[string]any{fieldPassword: testPassword, fieldVerify: false})
 	reload()
 	env.mustRead("creds/ci")
 
@@ -713,12 +713,18 @@ func TestGateWriteOfTheStoredLoginStartsAfresh(t *testing.T) {
 		}
 	}
 	env.secrets = append(env.secrets, "a-wrong-guess")
-	// A write that names neither keeps the memory as it was.
+	// A write that sends no password and no new email (the email as
+	// stored: Terraform sends it with every update) keeps the memory as it
+	// was, and logs in not at all.
 	env.mk.SetPassword(testEmail, "changed-upstream")
 	env.mustWrite("rotate-role/ci", nil)
 	env.do(logical.ReadOperation, "creds/ci", nil)
 	env.mk.SetPassword(testEmail, testPassword)
-	env.mustWrite("roles/ci", map[string]any{fieldDescription: "kept", fieldVerify: false})
+	logins := env.mk.Stats().LoginRequests
+	env.mustWrite("roles/ci", map[string]any{fieldDescription: "kept", fieldEmail: testEmail})
+	if n := env.mk.Stats().LoginRequests - logins; n != 0 {
+		t.Fatalf("a write of the description and the stored email made %d logins", n)
+	}
 	if resp, err := env.do(logical.ReadOperation, "creds/ci", nil); !strings.Contains(errorText(resp, err), "last tried at") {
 		t.Fatalf("a write of the description forgot the rejection: %q", errorText(resp, err))
 	}

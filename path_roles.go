@@ -488,16 +488,17 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	return nil, b.storeRole(ctx, req.Storage, name, current, role, written)
 }
 
-// loginWritten reports whether the request names email or password: a
-// written login, which starts afresh (verified when verify is on, its
-// remembered rejection forgotten) whether or not it equals the stored one.
-// So a write answers the same for the stored password as for another, and
-// writing the current password after fixing the account in MetaKraftwerk
-// ends a refusal, as the refusal's message says.
+// loginWritten reports whether the request names password: a written
+// login, which starts afresh (verified when verify is on, its remembered
+// rejection forgotten) whether or not it equals the stored one. So a write
+// answers the same for the stored password as for another, and writing the
+// current password after fixing the account in MetaKraftwerk ends a
+// refusal, as the refusal's message says. The email is no secret (a role
+// read shows it): writing it unchanged, as Terraform does with every
+// update, is no new login.
 func loginWritten(d *framework.FieldData) bool {
-	_, email := d.GetOk(fieldEmail)
 	_, password := d.GetOk(fieldPassword)
-	return email || password
+	return password
 }
 
 // roleFromRequest is existing with the request's fields applied, and
@@ -770,11 +771,11 @@ creds/<role> logs in with it and returns an access token. Give every role its
 own narrowly privileged MetaKraftwerk user: a token carries all the rights of
 the account that logged in.
 
-On create, on an update that sends email or password (even unchanged) and on
-one that changes projects, the engine logs in once (and checks projects)
+On create, on an update that sends password (even unchanged), changes email or
+changes projects, the engine logs in once (and checks projects)
 unless verify=false; a rejected login or a missing project fails the write
-and nothing is stored. Sending email or password also ends a remembered
-rejected login of the role.
+and nothing is stored. Sending password, or a new email, also ends a
+remembered rejected login of the role.
 
 Updates are partial: only the fields sent change. The password is write-only;
 a read shows password_set instead.
