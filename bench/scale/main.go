@@ -184,42 +184,31 @@ func writeRoles(st *stack, from, to int) float64 {
 	if to <= from {
 		return 0
 	}
+	start := time.Now()
+	inParallel(from, to, func(i int) {
+		body := fmt.Sprintf(`{"email":%q,"password":%q,"verify":false,"reuse_tokens":%t}`, email, passwd, i%2 == 0)
+		must(st.post(fmt.Sprintf("%s/roles/scale-%06d", mount, i), body))
+	})
+	rate := float64(to-from) / time.Since(start).Seconds()
+	inParallel(from, to, func(i int) { must(st.post(fmt.Sprintf("kv1/k/scale-%06d", i), `{"v":"x"}`)) })
+	return rate
+}
+
+// inParallel calls do for each of from..to-1, writers at a time.
+func inParallel(from, to int, do func(i int)) {
 	var next atomic.Int64
 	next.Store(int64(from))
 	var wg sync.WaitGroup
-	start := time.Now()
 	for range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= to {
-					return
-				}
-				body := fmt.Sprintf(`{"email":%q,"password":%q,"verify":false,"reuse_tokens":%t}`, email, passwd, i%2 == 0)
-				must(st.post(fmt.Sprintf("%s/roles/scale-%06d", mount, i), body))
+			for i := int(next.Add(1) - 1); i < to; i = int(next.Add(1) - 1) {
+				do(i)
 			}
 		}()
 	}
 	wg.Wait()
-	rate := float64(to-from) / time.Since(start).Seconds()
-	next.Store(int64(from))
-	for range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= to {
-					return
-				}
-				must(st.post(fmt.Sprintf("kv1/k/scale-%06d", i), `{"v":"x"}`))
-			}
-		}()
-	}
-	wg.Wait()
-	return rate
 }
 
 // timeList is the median of three LISTs and the answer's size.
